@@ -1,0 +1,52 @@
+# jpegfreq: `make demo` and `make test` each set everything up on a fresh machine:
+# system libraries (apt, when missing), a virtual environment, the C extension.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch/torchvision pinned: this pair installs from the local disk on the project machines
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: all sysdeps venv build demo test bench fuzz clean
+
+all: build
+
+# libjpeg-turbo headers (build), libturbojpeg (PyTurboJPEG, spatial path),
+# cjpeg/jpegtran (tests write every JPEG kind), pkg-config (finds libjpeg).
+sysdeps:
+	@missing=""; \
+	[ -f /usr/include/jpeglib.h ] || missing="$$missing libjpeg62-turbo-dev"; \
+	ldconfig -p | grep -q libturbojpeg || missing="$$missing libturbojpeg0"; \
+	command -v cjpeg >/dev/null || missing="$$missing libjpeg-turbo-progs"; \
+	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "please install:$$missing (Debian/Ubuntu names; needs root)"; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml setup.py | sysdeps
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH) numpy pillow "PyTurboJPEG>=1.7,<2" tqdm matplotlib pycocotools pytest jpeg2dct==0.2.4 setuptools
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+build: venv
+	$(BIN)/pip install -q --no-build-isolation --no-deps -e .
+
+demo: build
+	$(BIN)/python train.py --demo
+
+test: build
+	$(BIN)/python -m pytest -q tests
+
+bench: build
+	$(BIN)/python bench/bench_reader.py
+
+clean:
+	rm -rf build *.egg-info jpegfreq/*.so

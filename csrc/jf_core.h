@@ -1,0 +1,204 @@
+/*
+ * jf_core.h - the plain-C core of jpegfreq (no Python in it).
+ *
+ * Two parts share this header:
+ *   jf_read.c      reads a JPEG's quantized DCT coefficients with libjpeg-turbo
+ *                  (entropy decoding only), with errors and warnings captured
+ *                  into a jf_status instead of stderr or exit().
+ *   jf_resample.c  the coefficient-domain operator of DESIGN.md: 1-D resampling
+ *                  weights, chroma upsampling, the banded per-image matrices A
+ *                  and B, and out = A Q B^T for the kept frequencies only.
+ *
+ * Every function fills caller-owned buffers and returns 0 on success or -1
+ * with a message in jf_status.msg.
+ */
+#ifndef JF_CORE_H
+#define JF_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <setjmp.h>
+#include <jpeglib.h>
+
+#define JF_MSG_LEN 200
+#define JF_MAX_WARN 8          /* distinct warning texts kept; all are counted */
+#define JF_MAX_COMPONENTS 4
+#define JF_MAX_SCANS 1000      /* more scans than any sane progressive file */
+
+/* Colour spaces as reported to Python (index into jf_color_space_names). */
+enum { JF_CS_UNKNOWN = 0, JF_CS_GRAY, JF_CS_YCBCR, JF_CS_RGB, JF_CS_CMYK, JF_CS_YCCK };
+extern const char *const jf_color_space_names[];
+
+/* Error categories: lets the binding pick an exception without parsing text. */
+enum { JF_OK = 0, JF_ERR_JPEG = 1, JF_ERR_LIMIT = 2, JF_ERR_UNSUPPORTED = 3,
+       JF_ERR_MEMORY = 4, JF_ERR_IO = 5, JF_ERR_ARG = 6 };
+
+typedef struct {
+    int kind;                               /* JF_ERR_* of the failure, JF_OK if none */
+    char msg[JF_MSG_LEN];                   /* failure reason */
+    int nwarnings;                          /* every warning libjpeg emitted */
+    int nstored;                            /* distinct texts kept below */
+    char warnings[JF_MAX_WARN][JF_MSG_LEN];
+} jf_status;
+
+typedef struct {
+    int id;                 /* component identifier from SOF */
+    int h_samp, v_samp;     /* sampling factors */
+    int width, height;      /* samples in this component (downsampled size) */
+    int width_in_blocks, height_in_blocks;
+    int quant_tbl_no;
+} jf_comp_info;
+
+typedef struct {
+    int width, height;
+    int num_components;
+    int precision;
+    int color_space;        /* JF_CS_* as libjpeg guessed it (JFIF/Adobe/ids) */
+    int saw_adobe, adobe_transform;
+    int saw_jfif;
+    int progressive, arithmetic;
+    int restart_interval;   /* in MCUs, 0 = none */
+    int orientation;        /* EXIF orientation 1..8; 1 when absent or invalid */
+    int max_h, max_v;
+    jf_comp_info comp[JF_MAX_COMPONENTS];
+} jf_header;
+
+/* libjpeg error manager that longjmps back with a formatted message. */
+struct jf_error_mgr {
+    struct jpeg_error_mgr pub;
+    jmp_buf jmp;
+    jf_status *status;
+    int max_scans;
+};
+
+struct jf_source_mgr {
+    struct jpeg_source_mgr pub;
+    const uint8_t *data;
+    size_t len;
+    int eof_reached;
+};
+
+typedef struct {
+    struct jpeg_decompress_struct cinfo;
+    struct jf_error_mgr err;
+    struct jf_source_mgr src;
+    struct jpeg_progress_mgr progress;
+    jvirt_barray_ptr *coefs;    /* after jf_read_all */
+    int created;
+    jf_header hdr;
+    /* Quant tables per component (natural order), valid after jf_read_all. */
+    uint16_t quant[JF_MAX_COMPONENTS][64];
+} jf_decoder;
+
+/* ---- jf_read.c ---------------------------------------------------------- */
+
+void jf_status_init(jf_status *st);
+
+/* Parse the header of buf[0:len]; validates component count, precision and the
+ * pixel limit (max_pixels <= 0 disables it) before any coefficient memory exists.
+ * On failure the decoder is already closed. */
+int jf_open(jf_decoder *d, const uint8_t *buf, size_t len, long long max_pixels,
+            jf_status *st);
+
+/* Entropy-decode every scan into libjpeg's coefficient arrays (jpeg_read_coefficients). */
+int jf_read_all(jf_decoder *d, jf_status *st);
+
+/* Copy component c's quantized blocks as int16 (height_in_blocks, width_in_blocks, 64). */
+int jf_copy_component(jf_decoder *d, int c, int16_t *out, jf_status *st);
+
+/* Dequantized float32 (height_in_blocks, width_in_blocks, nfreq) of the listed
+ * natural-order frequencies (0..63) only. */
+int jf_dequant_component(jf_decoder *d, int c, const int *freqs, int nfreq,
+                         float *out, jf_status *st);
+
+void jf_close(jf_decoder *d);
+
+/* Read a whole file into a malloc'd buffer (caller frees). */
+int jf_read_file(const char *path, uint8_t **buf, size_t *len, jf_status *st);
+
+/* EXIF orientation (1..8) from the APP1 segments before SOS; 1 if none. */
+int jf_exif_orientation(const uint8_t *buf, size_t len);
+
+/* Byte offset just past the last scan needed so that, for every component c,
+ * every natural frequency k with need[c][k] != 0 is complete (all successive-
+ * approximation bits present); returns len if the whole file is needed or the
+ * file is sequential.  Used to stop progressive decoding early. */
+size_t jf_progressive_cutoff(const uint8_t *buf, size_t len, const jf_header *h,
+                             const uint8_t need[JF_MAX_COMPONENTS][64]);
+
+/* ---- jf_resample.c ------------------------------------------------------ */
+
+/* Antialiased bilinear (triangle) resampling weights, PIL/torchvision style:
+ * output pixel i of out_size samples [in0, in1) of an input axis of in_size
+ * pixels.  Fills bounds[2*i] = first input index, bounds[2*i+1] = count and
+ * weights[i*ksize + j]; returns ksize (the row stride) or -1. Call with
+ * weights == NULL to get ksize only. */
+int jf_resize_weights(int in_size, int out_size, double in0, double in1,
+                      int *bounds, double *weights);
+
+/* The geometry of one axis of one component: which output pixels come from
+ * which component samples.  All numbers are plain, so both paths share them. */
+typedef struct {
+    int image_size;     /* full-resolution pixels along this axis */
+    int comp_size;      /* component samples along this axis (downsampled) */
+    int factor;         /* max_samp / samp: 1, 2, 4 (chroma upsampling ratio) */
+    double box0, box1;  /* crop box in full-resolution pixels */
+    int out_size;       /* output pixels (multiple of 8) */
+    int flip;           /* reverse the output axis */
+} jf_axis;
+
+/* Dense pixel-domain operator M (out_size x comp_size) = F R U for one axis:
+ * rows of output pixels, columns of component samples.  Used by the spatial
+ * path and by the float reference in the tests. */
+int jf_axis_matrix(const jf_axis *ax, double *M);
+
+/* out (ah->out_size x aw->out_size) = M_h X M_w^T for a float plane X of
+ * ah->comp_size rows and aw->comp_size columns (row stride in_stride): the
+ * spatial path's resampling, with exactly the weights of jf_axis_matrix. */
+int jf_resample_plane(const float *in, int in_stride, const jf_axis *ah, const jf_axis *aw,
+                      float *out);
+
+/* One banded coefficient-domain operator (A or B): for output block ob and kept
+ * output frequency f (index into the kept list), the weights on input
+ * coefficient (ib, k) are w[((ob*nf + f)*nb + (ib - start[ob]))*8 + k]. */
+typedef struct {
+    int nob;            /* output blocks */
+    int nf;             /* kept output frequencies along this axis */
+    int nb;             /* band width in input blocks (max over ob) */
+    int *start;         /* [nob] first input block of the band */
+    int *lo, *hi;       /* [nob] input blocks with non-zero weights: [lo, hi] */
+    float *w;           /* [nob][nf][nb][8] */
+} jf_band;
+
+int jf_band_build(const jf_axis *ax, int in_blocks, const int *freqs, int nf,
+                  jf_band *band, jf_status *st);
+void jf_band_free(jf_band *band);
+
+/* Per component request: kept (u, v) pairs and where each goes in the cube. */
+typedef struct {
+    int n;                  /* kept channels of this component */
+    int k[64];              /* natural frequency 8u+v of each */
+    int channel[64];        /* output channel index in the cube */
+    float scale[64];        /* out = value * scale + offset (normalization) */
+    float offset[64];
+} jf_comp_request;
+
+/* out = A Q B^T for one component of a decoder whose coefficients are read;
+ * writes channels of the float32 cube [C][out_h/8][out_w/8]. */
+/* transpose != 0: the caller passed the axes of the stored (untransposed)
+ * image and swapped (u, v) in req->k; the result is written transposed, so
+ * the cube is [C][out_wb][out_hb] in that case. */
+int jf_component_cube(jf_decoder *d, int c, const jf_axis *ax_h, const jf_axis *ax_w,
+                      const jf_comp_request *req, float *cube, int out_hb, int out_wb,
+                      int transpose, jf_status *st);
+
+/* Eval geometry: resize the short side to `resize` (torchvision Resize: the
+ * long side is truncated), centre-crop crop_h x crop_w (torchvision CenterCrop
+ * rounding); box = x0, y0, x1, y1 in source pixels. */
+void jf_eval_box(int width, int height, int resize, int crop_h, int crop_w, double box[4]);
+
+/* Limit the decoder's input to buf[0:cutoff] with a silent EOI after it. */
+void jf_limit_input(jf_decoder *d, size_t cutoff);
+
+#endif

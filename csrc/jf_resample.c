@@ -1,0 +1,739 @@
+/*
+ * jf_resample.c - the coefficient-domain operator of DESIGN.md.
+ *
+ * For one component with dequantized coefficient plane Q (rows 8*block + u),
+ *     out = (D F_h R_h U_h Din^T) Q (D F_w R_w U_w Din^T)^T = A Q B^T
+ * where U upsamples subsampled chroma (libjpeg's fancy triangle weights),
+ * R crops and resizes (antialiased bilinear, PIL/torchvision weights), F flips,
+ * Din^T is the block IDCT and D the output block DCT.  A and B are banded:
+ * each output block reads a few input blocks.  Only rows for kept output
+ * frequencies are built.  The product runs in two passes: horizontal (B) over
+ * every input block once, skipping all-zero block rows, into an intermediate
+ * laid out for the vertical pass (A), whose inner loop is a contiguous AXPY.
+ *
+ * The 1-D weights here are the only implementation: the spatial path gets
+ * them through jf_axis_matrix.
+ */
+#include "jf_core.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef JF_PROFILE
+#include <time.h>
+double jf_prof[4];
+static double jf_now(void){struct timespec t; clock_gettime(CLOCK_MONOTONIC,&t); return t.tv_sec*1e3+t.tv_nsec*1e-6;}
+#define PROF(i, t0) (jf_prof[i] += jf_now() - (t0), (t0) = jf_now())
+#else
+#define PROF(i, t0) ((void)0)
+#endif
+
+/* ======================================================================== */
+/* 8-point orthonormal DCT-II basis: C[u][x]                                 */
+/* ======================================================================== */
+
+static float dct8[8][8];
+static int dct8_ready = 0;
+
+static void dct8_init(void)
+{
+    /* idempotent: concurrent first calls write identical values */
+    int u, x;
+    if (dct8_ready)
+        return;
+    for (u = 0; u < 8; u++)
+        for (x = 0; x < 8; x++) {
+            double a = (u == 0) ? sqrt(1.0 / 8.0) : sqrt(2.0 / 8.0);
+            dct8[u][x] = (float)(a * cos((2 * x + 1) * u * M_PI / 16.0));
+        }
+    dct8_ready = 1;
+}
+
+/* ======================================================================== */
+/* 1-D weights                                                              */
+/* ======================================================================== */
+
+static double triangle(double x)
+{
+    if (x < 0.0)
+        x = -x;
+    return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+int jf_resize_weights(int in_size, int out_size, double in0, double in1,
+                      int *bounds, double *weights)
+{
+    double scale, filterscale, support, ss;
+    int ksize, i, j;
+
+    if (in_size <= 0 || out_size <= 0 || !(in1 > in0))
+        return -1;
+    scale = (in1 - in0) / out_size;
+    filterscale = scale < 1.0 ? 1.0 : scale;
+    support = 1.0 * filterscale; /* triangle support is 1 */
+    ksize = (int)ceil(support) * 2 + 1;
+    if (weights == NULL)
+        return ksize;
+    ss = 1.0 / filterscale;
+    for (i = 0; i < out_size; i++) {
+        double center = in0 + (i + 0.5) * scale, ww = 0.0;
+        int xmin = (int)floor(center - support + 0.5), xmax = (int)floor(center + support + 0.5);
+        double *k = weights + (size_t)i * ksize;
+        if (xmin < 0)
+            xmin = 0;
+        if (xmax > in_size)
+            xmax = in_size;
+        xmax -= xmin;
+        if (xmax < 0)
+            xmax = 0;
+        if (xmax > ksize)
+            xmax = ksize;
+        for (j = 0; j < xmax; j++) {
+            double w = triangle((j + xmin - center + 0.5) * ss);
+            k[j] = w;
+            ww += w;
+        }
+        for (j = 0; j < xmax; j++)
+            if (ww != 0.0)
+                k[j] /= ww;
+        for (; j < ksize; j++)
+            k[j] = 0.0;
+        bounds[2 * i] = xmin;
+        bounds[2 * i + 1] = xmax;
+    }
+    return ksize;
+}
+
+/* Upsampling U: full-resolution pixel p reads component samples s0 and s0+1
+ * (clamped) with weights w0 and 1-w0; the triangle centred on the sample grid
+ * that libjpeg's fancy upsampling uses (3/4, 1/4 for a factor of 2). */
+static void upsample_tap(const jf_axis *ax, int p, int *s0, int *s1, double *w0)
+{
+    double pos = (p + 0.5) / ax->factor - 0.5;
+    int i = (int)floor(pos);
+    double t = pos - i;
+    int a = i, b = i + 1;
+    if (a < 0) a = 0;
+    if (b < 0) b = 0;
+    if (a > ax->comp_size - 1) a = ax->comp_size - 1;
+    if (b > ax->comp_size - 1) b = ax->comp_size - 1;
+    *s0 = a;
+    *s1 = b;
+    *w0 = 1.0 - t;
+}
+
+/* Row y (output pixel, flip applied) of M = F R U, accumulated into
+ * row[s - s_base] for component samples s. */
+typedef struct {
+    int ksize;
+    int *bounds;
+    double *weights;
+} jf_resize;
+
+static int resize_init(const jf_axis *ax, jf_resize *r)
+{
+    r->ksize = jf_resize_weights(ax->image_size, ax->out_size, ax->box0, ax->box1, NULL, NULL);
+    if (r->ksize < 0)
+        return -1;
+    r->bounds = (int *)malloc(sizeof(int) * 2 * ax->out_size);
+    r->weights = (double *)malloc(sizeof(double) * (size_t)r->ksize * ax->out_size);
+    if (!r->bounds || !r->weights) {
+        free(r->bounds);
+        free(r->weights);
+        return -1;
+    }
+    jf_resize_weights(ax->image_size, ax->out_size, ax->box0, ax->box1, r->bounds, r->weights);
+    return 0;
+}
+
+static void resize_free(jf_resize *r)
+{
+    free(r->bounds);
+    free(r->weights);
+}
+
+/* Sample range [lo, hi] touched by output pixel y. */
+static void row_range(const jf_axis *ax, const jf_resize *r, int y, int *lo, int *hi)
+{
+    int src = ax->flip ? ax->out_size - 1 - y : y;
+    int p0 = r->bounds[2 * src], n = r->bounds[2 * src + 1], a, b;
+    double w;
+    if (n == 0) {
+        *lo = 0;
+        *hi = -1;
+        return;
+    }
+    upsample_tap(ax, p0, &a, &b, &w);
+    *lo = a < b ? a : b;
+    upsample_tap(ax, p0 + n - 1, &a, &b, &w);
+    *hi = a > b ? a : b;
+}
+
+static void row_accumulate(const jf_axis *ax, const jf_resize *r, int y, double scale,
+                           double *row, int s_base)
+{
+    int src = ax->flip ? ax->out_size - 1 - y : y;
+    int p0 = r->bounds[2 * src], n = r->bounds[2 * src + 1], j;
+    const double *k = r->weights + (size_t)src * r->ksize;
+    for (j = 0; j < n; j++) {
+        int a, b;
+        double w0, w = k[j] * scale;
+        upsample_tap(ax, p0 + j, &a, &b, &w0);
+        row[a - s_base] += w * w0;
+        row[b - s_base] += w * (1.0 - w0);
+    }
+}
+
+int jf_axis_matrix(const jf_axis *ax, double *M)
+{
+    jf_resize r;
+    int y;
+    if (ax->factor < 1 || ax->comp_size < 1 || resize_init(ax, &r) != 0)
+        return -1;
+    memset(M, 0, sizeof(double) * (size_t)ax->out_size * ax->comp_size);
+    for (y = 0; y < ax->out_size; y++)
+        row_accumulate(ax, &r, y, 1.0, M + (size_t)y * ax->comp_size, 0);
+    resize_free(&r);
+    return 0;
+}
+
+/* ======================================================================== */
+/* Banded coefficient-domain operator                                       */
+/* ======================================================================== */
+
+void jf_band_free(jf_band *band)
+{
+    free(band->start);
+    free(band->w);
+    free(band->lo);
+    free(band->hi);
+    band->start = band->lo = band->hi = NULL;
+    band->w = NULL;
+}
+
+int jf_band_build(const jf_axis *ax, int in_blocks, const int *freqs, int nf,
+                  jf_band *band, jf_status *st)
+{
+    jf_resize r;
+    int nob = ax->out_size / 8, ob, t, f, j, k, x, nb = 1;
+    int *lo_b = NULL;
+    double *arow = NULL;
+
+    dct8_init();
+    memset(band, 0, sizeof(*band));
+    if (ax->out_size % 8 != 0 || ax->out_size <= 0 || ax->factor < 1 || ax->comp_size < 1 ||
+        ax->comp_size > 8 * in_blocks) {
+        snprintf(st->msg, JF_MSG_LEN, "bad axis geometry (out %d, comp %d, blocks %d)",
+                 ax->out_size, ax->comp_size, in_blocks);
+        st->kind = JF_ERR_ARG;
+        return -1;
+    }
+    if (resize_init(ax, &r) != 0) {
+        snprintf(st->msg, JF_MSG_LEN, "bad crop box [%g, %g) on an axis of %d pixels",
+                 ax->box0, ax->box1, ax->image_size);
+        st->kind = JF_ERR_ARG;
+        return -1;
+    }
+    lo_b = (int *)malloc(sizeof(int) * nob);
+    band->start = (int *)malloc(sizeof(int) * nob);
+    if (!lo_b || !band->start)
+        goto oom;
+    /* pass 1: band of input blocks per output block */
+    for (ob = 0; ob < nob; ob++) {
+        int lo = 1 << 30, hi = -1;
+        for (t = 0; t < 8; t++) {
+            int a, b;
+            row_range(ax, &r, ob * 8 + t, &a, &b);
+            if (b >= a) {
+                if (a < lo) lo = a;
+                if (b > hi) hi = b;
+            }
+        }
+        if (hi < lo) {
+            lo = 0;
+            hi = 0;
+        }
+        lo_b[ob] = lo / 8;
+        if (hi / 8 - lo / 8 + 1 > nb)
+            nb = hi / 8 - lo / 8 + 1;
+    }
+    if (nb > in_blocks)
+        nb = in_blocks;
+    for (ob = 0; ob < nob; ob++)
+        band->start[ob] = lo_b[ob] + nb > in_blocks ? in_blocks - nb : lo_b[ob];
+    band->nob = nob;
+    band->nf = nf;
+    band->nb = nb;
+    band->w = (float *)calloc((size_t)nob * nf * nb * 8, sizeof(float));
+    band->lo = (int *)malloc(sizeof(int) * nob);
+    band->hi = (int *)malloc(sizeof(int) * nob);
+    arow = (double *)malloc(sizeof(double) * nf * nb * 8);
+    if (!band->w || !arow || !band->lo || !band->hi)
+        goto oom;
+    /* pass 2: A[ob, f] over samples (sparse taps of each output pixel), then
+     * onto input coefficients for the blocks the taps touched */
+    for (ob = 0; ob < nob; ob++) {
+        int s_base = band->start[ob] * 8, slo = nb * 8, shi = -1, jlo, jhi;
+        memset(arow, 0, sizeof(double) * nf * nb * 8);
+        for (t = 0; t < 8; t++) {
+            int y = ob * 8 + t, src = ax->flip ? ax->out_size - 1 - y : y;
+            int p0 = r.bounds[2 * src], n = r.bounds[2 * src + 1], m;
+            const double *kw = r.weights + (size_t)src * r.ksize;
+            double ct[8];
+            for (f = 0; f < nf; f++)
+                ct[f] = dct8[freqs[f]][t];
+            for (m = 0; m < n; m++) {
+                int a, b;
+                double w0, wa, wb;
+                upsample_tap(ax, p0 + m, &a, &b, &w0);
+                wa = kw[m] * w0;
+                wb = kw[m] * (1.0 - w0);
+                a -= s_base;
+                b -= s_base;
+                if (a < slo) slo = a;
+                if (b > shi) shi = b;
+                for (f = 0; f < nf; f++) {
+                    double *ar = arow + (size_t)f * nb * 8;
+                    ar[a] += ct[f] * wa;
+                    ar[b] += ct[f] * wb;
+                }
+            }
+        }
+        if (shi < slo) {
+            band->lo[ob] = 0;
+            band->hi[ob] = -1;
+            continue;
+        }
+        jlo = slo / 8;
+        jhi = shi / 8;
+        band->lo[ob] = band->start[ob] + jlo;
+        band->hi[ob] = band->start[ob] + jhi;
+        for (f = 0; f < nf; f++)
+            for (j = jlo; j <= jhi; j++) {
+                const double *a = arow + ((size_t)f * nb + j) * 8;
+                float *w = band->w + (((size_t)ob * nf + f) * nb + j) * 8;
+                for (k = 0; k < 8; k++) {
+                    double sum = 0.0;
+                    for (x = 0; x < 8; x++)
+                        sum += a[x] * dct8[k][x];
+                    w[k] = (float)sum;
+                }
+            }
+    }
+    free(lo_b);
+    free(arow);
+    resize_free(&r);
+    return 0;
+oom:
+    free(lo_b);
+    free(arow);
+    resize_free(&r);
+    jf_band_free(band);
+    snprintf(st->msg, JF_MSG_LEN, "out of memory building the resampling operator");
+    st->kind = JF_ERR_MEMORY;
+    return -1;
+}
+
+/* ======================================================================== */
+/* out = A Q B^T                                                            */
+/* ======================================================================== */
+
+/* T[up][0:L] += X[up][0:8] . W[8][L] for the n used rows; T rows `stride`
+ * apart; L a multiple of 8.  Explicit 4-wide vectors keep the accumulators in
+ * registers (GCC/clang vector extensions; a scalar loop elsewhere). */
+#if defined(__GNUC__)
+typedef float jf_v8 __attribute__((vector_size(32)));
+static inline jf_v8 v8_load(const float *p) { jf_v8 v; memcpy(&v, p, sizeof(v)); return v; }
+static inline void v8_store(float *p, jf_v8 v) { memcpy(p, &v, sizeof(v)); }
+
+static inline void block_times_w(const float *X, int n, const float *W, int L, float *T,
+                                 size_t stride)
+{
+    int up, k, e;
+    for (up = 0; up < n; up++) {
+        const float *x = X + 8 * up;
+        float *t = T + (size_t)up * stride;
+        for (e = 0; e < L; e += 8) {
+            jf_v8 a = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (k = 0; k < 8; k++)
+                a += x[k] * v8_load(W + k * L + e);
+            v8_store(t + e, v8_load(t + e) + a);
+        }
+    }
+}
+#else
+static inline void block_times_w(const float *X, int n, const float *W, int L, float *T,
+                                 size_t stride)
+{
+    int up, k, e;
+    for (up = 0; up < n; up++) {
+        const float *x = X + 8 * up;
+        float *t = T + (size_t)up * stride;
+        for (k = 0; k < 8; k++)
+            for (e = 0; e < L; e++)
+                t[e] += x[k] * W[k * L + e];
+    }
+}
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define JF_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define JF_CLONES
+#endif
+
+/* acc[0:n] += w * t[0:n]: the vertical pass's inner loop */
+JF_CLONES static void axpy(float *restrict acc, const float *restrict t, float w, size_t n)
+{
+    size_t e;
+    for (e = 0; e < n; e++)
+        acc[e] += w * t[e];
+}
+
+/* 1 + the index of the last block row (u) holding a non-zero coefficient. */
+static inline int block_rows_used(const JCOEF *blk)
+{
+    int up;
+    for (up = 7; up >= 0; up--) {
+        uint64_t a, b;
+        memcpy(&a, blk + 8 * up, 8);
+        memcpy(&b, blk + 8 * up + 4, 8);
+        if (a | b)
+            return up + 1;
+    }
+    return 0;
+}
+
+JF_CLONES int jf_component_cube(jf_decoder *d, int c, const jf_axis *ax_h, const jf_axis *ax_w,
+                                const jf_comp_request *req, float *cube, int out_hb, int out_wb,
+                                int transpose, jf_status *st)
+{
+    j_decompress_ptr cinfo = &d->cinfo;
+    const jf_comp_info *ci = &d->hdr.comp[c];
+    int U[8], V[8], nu = 0, nv = 0, nvp, ui[64], vi[64];
+    int i, j, rmin, rmax, nrows, ob, ib, ret = -1;
+    jf_band A = {0}, B = {0};
+    float *Bt = NULL, *T = NULL, *acc = NULL, *W = NULL;
+    size_t *woff = NULL;
+    int *wlen = NULL, L;
+    size_t tstride;
+    uint8_t *rowsused = NULL;
+    int *oc_lo = NULL, *oc_hi = NULL;
+    float q[64];
+    size_t trow;
+
+    /* distinct kept u and v */
+    for (i = 0; i < req->n; i++) {
+        int u = req->k[i] >> 3, v = req->k[i] & 7, f;
+        for (f = 0; f < nu && U[f] != u; f++) {}
+        if (f == nu) U[nu++] = u;
+        ui[i] = f;
+        for (f = 0; f < nv && V[f] != v; f++) {}
+        if (f == nv) V[nv++] = v;
+        vi[i] = f;
+    }
+#ifdef JF_PROFILE
+    double t0 = jf_now();
+#endif
+    if (req->n == 0)
+        return 0;
+    if (jf_band_build(ax_h, ci->height_in_blocks, U, nu, &A, st) != 0)
+        return -1;
+    if (jf_band_build(ax_w, ci->width_in_blocks, V, nv, &B, st) != 0) {
+        jf_band_free(&A);
+        return -1;
+    }
+    if (A.nob != out_hb || B.nob != out_wb) {
+        snprintf(st->msg, JF_MSG_LEN, "operator size mismatch");
+        st->kind = JF_ERR_ARG;
+        goto done;
+    }
+    /* input block rows used by A */
+    rmin = ci->height_in_blocks;
+    rmax = 0;
+    for (ob = 0; ob < A.nob; ob++) {
+        if (A.start[ob] < rmin) rmin = A.start[ob];
+        if (A.start[ob] + A.nb > rmax) rmax = A.start[ob] + A.nb;
+    }
+    nrows = rmax - rmin;
+    /* B transposed to [ob][j][k][f] so that one dequantized row updates nv outputs */
+    nvp = nv <= 2 ? 2 : nv <= 4 ? 4 : 8;
+    Bt = (float *)calloc((size_t)B.nob * B.nb * 8 * nvp, sizeof(float));
+    /* which output column blocks read input column block ib: [oc_lo, oc_hi) */
+    oc_lo = (int *)malloc(sizeof(int) * ci->width_in_blocks);
+    oc_hi = (int *)malloc(sizeof(int) * ci->width_in_blocks);
+    trow = (size_t)B.nob * nvp; /* floats per (input row, u') used by pass 2 */
+    rowsused = (uint8_t *)calloc((size_t)nrows + 1, 1);
+    acc = (float *)malloc(sizeof(float) * trow);
+    if (!Bt || !oc_lo || !oc_hi || !rowsused || !acc) {
+        snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
+        st->kind = JF_ERR_MEMORY;
+        goto done;
+    }
+    for (ob = 0; ob < B.nob; ob++)
+        for (j = 0; j < B.nb; j++)
+            for (i = 0; i < 8; i++) {
+                int f;
+                for (f = 0; f < nv; f++)
+                    Bt[(((size_t)ob * B.nb + j) * 8 + i) * nvp + f] =
+                        B.w[(((size_t)ob * nv + f) * B.nb + j) * 8 + i];
+            }
+    for (ib = 0; ib < ci->width_in_blocks; ib++) {
+        oc_lo[ib] = B.nob;
+        oc_hi[ib] = 0;
+    }
+    for (ob = 0; ob < B.nob; ob++)
+        for (ib = B.lo[ob]; ib <= B.hi[ob]; ib++) {
+            if (ob < oc_lo[ib]) oc_lo[ib] = ob;
+            if (ob + 1 > oc_hi[ib]) oc_hi[ib] = ob + 1;
+        }
+    /* per input column block: W_ib[k][(oc - oc_lo) * nvp + f], L_ib a multiple of 8 */
+    woff = (size_t *)malloc(sizeof(size_t) * (ci->width_in_blocks + 1));
+    wlen = (int *)malloc(sizeof(int) * (ci->width_in_blocks + 1));
+    if (!woff || !wlen) {
+        snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
+        st->kind = JF_ERR_MEMORY;
+        goto done;
+    }
+    L = 8;
+    woff[0] = 0;
+    for (ib = 0; ib < ci->width_in_blocks; ib++) {
+        int len = oc_hi[ib] > oc_lo[ib] ? ((oc_hi[ib] - oc_lo[ib]) * nvp + 7) & ~7 : 0;
+        wlen[ib] = len;
+        woff[ib + 1] = woff[ib] + (size_t)8 * len;
+        if (len > L)
+            L = len;
+    }
+    tstride = trow + L;
+    W = (float *)calloc(woff[ci->width_in_blocks] + 1, sizeof(float));
+    T = (float *)malloc(sizeof(float) * (size_t)nrows * 8 * tstride + 1);
+    if (!W || !T) {
+        snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
+        st->kind = JF_ERR_MEMORY;
+        goto done;
+    }
+    for (ib = 0; ib < ci->width_in_blocks; ib++) {
+        int oc;
+        for (oc = oc_lo[ib]; oc < oc_hi[ib]; oc++) {
+            int jj = ib - B.start[oc], k, f;
+            if (jj < 0 || jj >= B.nb)
+                continue;
+            for (k = 0; k < 8; k++)
+                for (f = 0; f < nvp; f++)
+                    W[woff[ib] + (size_t)k * wlen[ib] + (oc - oc_lo[ib]) * nvp + f] =
+                        Bt[(((size_t)oc * B.nb + jj) * 8 + k) * nvp + f];
+        }
+    }
+    for (i = 0; i < 64; i++)
+        q[i] = (float)d->quant[c][i];
+
+    if (setjmp(d->err.jmp))
+        goto done;
+
+    PROF(0, t0);
+    /* ---- pass 1: horizontal, every used input block once ----
+     * Block ib feeds output column blocks [oc_lo, oc_hi), whose intermediate
+     * entries are contiguous: T[up][oc_lo*nvp : +L] += X[up] . W_ib (8 x L).
+     * A block's rows past its last non-zero row are skipped (quantization
+     * zeroes high vertical frequencies); the rest run branch-free. */
+    for (i = 0; i < nrows; i++) {
+        JBLOCKARRAY rows = (*cinfo->mem->access_virt_barray)(
+            (j_common_ptr)cinfo, d->coefs[c], (JDIMENSION)(rmin + i), 1, FALSE);
+        float *Ti = T + (size_t)i * 8 * tstride;
+        int zeroed = 0;
+        for (ib = 0; ib < ci->width_in_blocks; ib++) {
+            const JCOEF *blk = rows[0][ib];
+            float X[64];
+            int n, k;
+            if (oc_lo[ib] >= oc_hi[ib])
+                continue;
+            n = block_rows_used(blk);
+            if (n == 0)
+                continue;
+            while (zeroed < n)  /* first use of an intermediate row: zero it */
+                memset(Ti + (size_t)(zeroed++) * tstride, 0, sizeof(float) * tstride);
+            for (k = 0; k < 8 * n; k++)
+                X[k] = (float)blk[k] * q[k];
+            block_times_w(X, n, W + woff[ib], wlen[ib], Ti + (size_t)oc_lo[ib] * nvp, tstride);
+        }
+        rowsused[i] = zeroed;
+    }
+
+    PROF(1, t0);
+    /* ---- pass 2: vertical, one contiguous AXPY per (input row, u') ---- */
+    for (ob = 0; ob < A.nob; ob++) {
+        int fu;
+        for (fu = 0; fu < nu; fu++) {
+            int n;
+            memset(acc, 0, sizeof(float) * trow);
+            for (j = 0; j < A.nb; j++) {
+                int r = A.start[ob] + j - rmin, up;
+                const float *a = A.w + (((size_t)ob * nu + fu) * A.nb + j) * 8;
+                for (up = 0; up < 8; up++) {
+                    const float *t = T + ((size_t)r * 8 + up) * tstride;
+                    float w = a[up];
+                    if (up >= rowsused[r] || w == 0.0f)
+                        continue;
+                    axpy(acc, t, w, trow);
+                }
+            }
+            for (n = 0; n < req->n; n++) {
+                float s, o, *out;
+                int oc;
+                if (ui[n] != fu)
+                    continue;
+                s = req->scale[n];
+                o = req->offset[n];
+                out = cube + (size_t)req->channel[n] * out_hb * out_wb;
+                if (!transpose)
+                    for (oc = 0; oc < B.nob; oc++)
+                        out[(size_t)ob * out_wb + oc] = acc[(size_t)oc * nvp + vi[n]] * s + o;
+                else
+                    for (oc = 0; oc < B.nob; oc++)
+                        out[(size_t)oc * out_hb + ob] = acc[(size_t)oc * nvp + vi[n]] * s + o;
+            }
+        }
+    }
+    PROF(2, t0);
+    ret = 0;
+done:
+    jf_band_free(&A);
+    jf_band_free(&B);
+    free(Bt);
+    free(W);
+    free(woff);
+    free(wlen);
+    free(oc_lo);
+    free(oc_hi);
+    free(T);
+    free(rowsused);
+    free(acc);
+    return ret;
+}
+
+void jf_eval_box(int width, int height, int resize, int crop_h, int crop_w, double box[4])
+{
+    /* resized size: short side = resize, long side truncated (torchvision Resize) */
+    int rw, rh, top, left;
+    double sx, sy;
+    if (width <= height) {
+        rw = resize;
+        rh = (int)((double)resize * height / width);
+    } else {
+        rh = resize;
+        rw = (int)((double)resize * width / height);
+    }
+    sx = (double)width / rw;
+    sy = (double)height / rh;
+    top = (int)floor((rh - crop_h) / 2.0 + 0.5);
+    left = (int)floor((rw - crop_w) / 2.0 + 0.5);
+    box[0] = left * sx;
+    box[1] = top * sy;
+    box[2] = (left + crop_w) * sx;
+    box[3] = (top + crop_h) * sy;
+}
+
+/* ======================================================================== */
+/* Pixel-domain resampling with the same weights (the spatial path)         */
+/* ======================================================================== */
+
+/* Taps of one axis: output pixel i reads samples [start[i], start[i] + nt). */
+static int axis_taps(const jf_axis *ax, int **start, int *nt, float **w)
+{
+    jf_resize r;
+    int y, n = 1, j;
+    double *row;
+    if (resize_init(ax, &r) != 0)
+        return -1;
+    for (y = 0; y < ax->out_size; y++) {
+        int lo, hi;
+        row_range(ax, &r, y, &lo, &hi);
+        if (hi - lo + 1 > n)
+            n = hi - lo + 1;
+    }
+    if (n > ax->comp_size)
+        n = ax->comp_size;
+    *nt = n;
+    *start = (int *)malloc(sizeof(int) * ax->out_size);
+    *w = (float *)malloc(sizeof(float) * (size_t)n * ax->out_size);
+    row = (double *)malloc(sizeof(double) * (size_t)n);
+    if (!*start || !*w || !row) {
+        free(*start);
+        free(*w);
+        free(row);
+        resize_free(&r);
+        return -1;
+    }
+    for (y = 0; y < ax->out_size; y++) {
+        int lo, hi;
+        row_range(ax, &r, y, &lo, &hi);
+        if (hi < lo)
+            lo = 0;
+        if (lo + n > ax->comp_size)
+            lo = ax->comp_size - n;
+        memset(row, 0, sizeof(double) * n);
+        row_accumulate(ax, &r, y, 1.0, row, lo);
+        (*start)[y] = lo;
+        for (j = 0; j < n; j++)
+            (*w)[(size_t)y * n + j] = (float)row[j];
+    }
+    free(row);
+    resize_free(&r);
+    return 0;
+}
+
+int jf_resample_plane(const float *in, int in_stride, const jf_axis *ah, const jf_axis *aw,
+                      float *out)
+{
+    int *sh = NULL, *sw = NULL, nh, nw, y, x, j, rmin, rmax;
+    float *wh = NULL, *ww = NULL, *tmp = NULL;
+    int ret = -1;
+
+    if (axis_taps(ah, &sh, &nh, &wh) != 0)
+        return -1;
+    if (axis_taps(aw, &sw, &nw, &ww) != 0)
+        goto done;
+    rmin = ah->comp_size;
+    rmax = 0;
+    for (y = 0; y < ah->out_size; y++) {
+        if (sh[y] < rmin) rmin = sh[y];
+        if (sh[y] + nh > rmax) rmax = sh[y] + nh;
+    }
+    tmp = (float *)malloc(sizeof(float) * (size_t)(rmax - rmin) * aw->out_size);
+    if (!tmp)
+        goto done;
+    /* horizontal: used rows only */
+    for (y = rmin; y < rmax; y++) {
+        const float *src = in + (size_t)y * in_stride;
+        float *t = tmp + (size_t)(y - rmin) * aw->out_size;
+        for (x = 0; x < aw->out_size; x++) {
+            const float *wx = ww + (size_t)x * nw, *s = src + sw[x];
+            float acc = 0.0f;
+            for (j = 0; j < nw; j++)
+                acc += wx[j] * s[j];
+            t[x] = acc;
+        }
+    }
+    /* vertical: contiguous rows */
+    for (y = 0; y < ah->out_size; y++) {
+        float *o = out + (size_t)y * aw->out_size;
+        const float *wy = wh + (size_t)y * nh;
+        memset(o, 0, sizeof(float) * aw->out_size);
+        for (j = 0; j < nh; j++) {
+            const float *t = tmp + (size_t)(sh[y] + j - rmin) * aw->out_size;
+            float wj = wy[j];
+            if (wj == 0.0f)
+                continue;
+            for (x = 0; x < aw->out_size; x++)
+                o[x] += wj * t[x];
+        }
+    }
+    ret = 0;
+done:
+    free(sh);
+    free(sw);
+    free(wh);
+    free(ww);
+    free(tmp);
+    return ret;
+}

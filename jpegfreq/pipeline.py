@@ -1,0 +1,314 @@
+"""The one-image call both paths share: JPEG in, model-ready cube out.
+
+    bytes -> C reader -> coefficient-domain operator -> cube      (jpeg-coeffs)
+    bytes -> decode -> same geometry in pixel space -> block DCT  (spatial)
+    bytes -> decode RGB -> same geometry -> (3, size, size)       (rgb)
+
+CMYK, YCCK and RGB-coded JPEGs cannot be mapped linearly to YCbCr
+coefficients: they take the spatial path, with a notice once per process.
+"""
+import functools
+import os
+import threading
+import warnings
+from typing import Optional
+
+import numpy as np
+
+from . import _jpegfreq
+from .channels import ChannelSet
+from .errors import JpegError
+from .geometry import (Geometry, block_dct, displayed_size, eval_geometry, orient_plane,
+                       resample_plane)
+from .reader import _limit, read_header, source_name, translate
+
+SOURCES = ("jpeg-coeffs", "spatial", "rgb")
+
+
+class SpatialFallbackWarning(UserWarning):
+    """A file could not take the compressed path and was decoded to pixels instead."""
+
+
+_notice_lock = threading.Lock()
+_noticed = set()
+
+
+def _notice(kind: str, msg: str):
+    with _notice_lock:
+        if kind in _noticed:
+            return
+        _noticed.add(kind)
+    warnings.warn(msg, SpatialFallbackWarning, stacklevel=3)
+
+
+@functools.lru_cache(maxsize=256)
+def channel_set(channels) -> ChannelSet:
+    """ChannelSet.parse with a cache (a preset name costs nothing after the first call)."""
+    return ChannelSet.parse(channels)
+
+
+def _as_channels(channels) -> ChannelSet:
+    if isinstance(channels, ChannelSet):
+        return channels
+    return channel_set(channels)
+
+
+def _scale_offset(stats, cs: ChannelSet, source: str, geometry: Geometry):
+    if stats is None:
+        return None, None
+    return stats.scale_offset(cs, source=source, geometry=geometry)
+
+
+def _finish(out: np.ndarray, dtype) -> np.ndarray:
+    if dtype is None or np.dtype(dtype) == np.float32:
+        return out
+    if np.dtype(dtype) == np.float16:
+        return out.astype(np.float16)
+    raise ValueError(f"dtype must be float32 or float16, not {dtype}")
+
+
+def cube(src, channels="24S", size: int = 448, source: str = "jpeg-coeffs",
+         geometry: Optional[Geometry] = None, stats=None, dtype="float32",
+         strict: bool = False, max_pixels: Optional[int] = None,
+         band_cutoff: bool = False, warnings_out: Optional[list] = None) -> np.ndarray:
+    """One image to the network's input.
+
+    src: path or bytes-like JPEG (``spatial``/``rgb`` also take any image Pillow reads).
+    channels: a ChannelSet or its spec ("24S", "64T", "Y:0-3;Cb:0;Cr:0", ...); default 24S.
+    size: crop side in pixels (default 448 -> 56x56 cube; 896 -> 112x112; rgb: use 224).
+    source: "jpeg-coeffs" (default; compressed domain, no IDCT), "spatial" (decode,
+        resize, block DCT: the paper's flow) or "rgb" (3, size, size) pixels in [0, 1].
+    geometry: None = eval geometry for ``size``; else a Geometry (e.g. sample_train's).
+    stats: None = unnormalized coefficients; else a jpegfreq.stats.Stats folded in as
+        (x - mean) / std (checked against the channel set and geometry size).
+    dtype: "float32" (default) or "float16" (24S float16 is exactly RGB 224's uint8 bytes).
+    strict: raise on libjpeg warnings (default: return data, warnings to ``warnings_out``).
+    max_pixels: pixel limit (None = jpegfreq.reader global, 0 = none).
+    band_cutoff: progressive files: stop decoding once the scans holding the kept
+        frequency band (0..max(u, v) per component) are complete (approximate).
+    Returns float32/float16 numpy (C, out_h/8, out_w/8); rgb: (3, out_h, out_w).
+    Cost (500x375 4:2:0, one core): about 1.2x libjpeg-turbo's entropy decode for
+    jpeg-coeffs 24S eval; see the README's benchmark table.  Thread-safe.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+    geometry = geometry or eval_geometry(size)
+    if source == "rgb":
+        return _finish(rgb_image(src, geometry, stats, max_pixels), dtype)
+    cs = _as_channels(channels)
+    if source == "spatial":
+        return _finish(spatial_cube(src, cs, geometry, stats, max_pixels), dtype)
+    scale, offset = _scale_offset(stats, cs, source, geometry)
+    arg = os.fspath(src) if isinstance(src, os.PathLike) else src
+    try:
+        out, warns = _jpegfreq.cube(
+            arg, cs.component_of, cs.k, geometry.out_h, geometry.out_w, scale, offset,
+            geometry.box, geometry.resize, geometry.flip, -1 if geometry.exif else 0,
+            _limit(max_pixels), bool(strict), bool(band_cutoff))
+    except _jpegfreq.Error as e:
+        if e.args[0] != _jpegfreq.ERR_NEEDS_SPATIAL:
+            raise translate(src, e) from None
+        _notice(e.args[1], f"{source_name(src)}: {e.args[1]}; such files take the spatial "
+                           "path (decode, resize, DCT). Shown once per process.")
+        return _finish(spatial_cube(src, cs, geometry, stats, max_pixels), dtype)
+    if warnings_out is not None:
+        warnings_out.extend(warns)
+    return _finish(out, dtype)
+
+
+# ---------------------------------------------------------------------------
+# Spatial path
+# ---------------------------------------------------------------------------
+
+_tj = None
+_tj_lock = threading.Lock()
+
+
+def _turbojpeg():
+    """PyTurboJPEG over libturbojpeg when present, else False (Pillow is used)."""
+    global _tj
+    with _tj_lock:
+        if _tj is None:
+            try:
+                from turbojpeg import TurboJPEG
+                _tj = TurboJPEG()
+            except Exception:  # library missing: fall back to Pillow
+                _tj = False
+    return _tj
+
+
+def _read_bytes(src) -> bytes:
+    if isinstance(src, (str, os.PathLike)):
+        try:
+            with open(src, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise JpegError(source_name(src), f"cannot read: {e.strerror}", "io") from None
+    return bytes(src) if not isinstance(src, bytes) else src
+
+
+# JFIF full-range BT.601
+_RGB2YCC = np.array([[0.299, 0.587, 0.114],
+                     [-0.168735892, -0.331264108, 0.5],
+                     [0.5, -0.418687589, -0.081312411]], np.float32)
+
+
+def decode_planes(src, max_pixels=None, exif=False):
+    """Decode an image to YCbCr sample planes for the spatial path.
+
+    Returns (planes, factors, (width, height)): planes are float32 component planes
+    at their own resolution (chroma not upsampled for YCbCr/gray JPEGs: libjpeg's
+    IDCT output, 8-bit rounded), factors their (v, h) upsampling ratios, and the
+    displayed image size.  Grayscale gives one plane.  CMYK/YCCK/RGB JPEGs and
+    non-JPEG images go through Pillow's RGB decode and a float JFIF conversion.
+    """
+    data = _read_bytes(src)
+    hdr = None
+    try:
+        hdr = read_header(data, max_pixels=max_pixels)
+    except JpegError as e:
+        if data[:2] == b"\xff\xd8" or e.kind in ("limit", "unsupported"):
+            raise JpegError(source_name(src), e.reason, e.kind) from None
+    orientation = hdr.orientation if (hdr is not None and exif) else 1
+    if hdr is not None and hdr.color_space in ("YCbCr", "GRAY"):
+        planes = None
+        tj = _turbojpeg()
+        if tj:
+            try:
+                planes, _ = tj.decode_to_yuv_planes(data)
+            except Exception:
+                planes = None
+        if planes is not None:
+            planes = [np.asarray(p, np.float32) for p in planes][: hdr.num_components]
+            planes = [p[:c.height, :c.width] for p, c in zip(planes, hdr.components)]
+            factors = [(hdr.max_v_samp // c.v_samp, hdr.max_h_samp // c.h_samp)
+                       for c in hdr.components]
+        else:
+            planes, factors = _pillow_planes(src, data, ycbcr=True)
+    else:
+        planes, factors = _pillow_planes(src, data, ycbcr=False)
+        if hdr is None:
+            orientation = _pillow_orientation(data) if exif else 1
+    w, h = (hdr.width, hdr.height) if hdr is not None else (
+        planes[0].shape[1] * factors[0][1], planes[0].shape[0] * factors[0][0])
+    if orientation != 1:
+        planes = [orient_plane(p, orientation) for p in planes]
+        if orientation >= 5:
+            factors = [(fh, fv) for fv, fh in factors]
+    return planes, factors, displayed_size(w, h, orientation)
+
+
+def _pillow_orientation(data):
+    from PIL import Image
+    import io
+    try:
+        return int(Image.open(io.BytesIO(data)).getexif().get(274, 1)) or 1
+    except Exception:
+        return 1
+
+
+def _pillow_planes(src, data, ycbcr: bool):
+    import io
+    from PIL import Image
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(data))
+            if ycbcr and im.format == "JPEG" and im.mode in ("RGB", "L"):
+                if im.mode == "RGB":
+                    im.draft("YCbCr", im.size)
+                im.load()
+                arr = np.asarray(im, np.float32)
+                if arr.ndim == 2:
+                    return [arr], [(1, 1)]
+                return [np.ascontiguousarray(arr[..., i]) for i in range(3)], [(1, 1)] * 3
+            im = im.convert("RGB")
+            rgb = np.asarray(im, np.float32)
+    except JpegError:
+        raise
+    except Exception as e:
+        raise JpegError(source_name(src), f"cannot decode: {e}") from None
+    ycc = rgb @ _RGB2YCC.T
+    ycc[..., 1:] += 128.0
+    return [np.ascontiguousarray(ycc[..., i]) for i in range(3)], [(1, 1)] * 3
+
+
+def spatial_cube(src, channels, geometry: Optional[Geometry] = None, stats=None,
+                 max_pixels=None) -> np.ndarray:
+    """The paper's flow: decode, crop/resize/flip, YCbCr, 8x8 block DCT, select, normalize.
+
+    Same arguments and result as cube(..., source="spatial").
+    """
+    cs = _as_channels(channels)
+    geometry = geometry or eval_geometry(448)
+    planes, factors, (w, h) = decode_planes(src, max_pixels, geometry.exif)
+    box = geometry.box_for(w, h)
+    oh, ow = geometry.out_h, geometry.out_w
+    out = np.empty((cs.count, oh // 8, ow // 8), np.float32)
+    comp_of, ks = np.asarray(cs.component_of), np.asarray(cs.k)
+    for c in range(3):
+        idx = np.nonzero(comp_of == c)[0]
+        if len(idx) == 0:
+            continue
+        if c >= len(planes):
+            out[idx] = 0.0          # grayscale: neutral chroma
+            continue
+        fv, fh = factors[c]
+        pix = resample_plane(planes[c] - 128.0, h, w, fv, fh, box, oh, ow, geometry.flip)
+        us = sorted({int(k) >> 3 for k in ks[idx]})
+        vs = sorted({int(k) & 7 for k in ks[idx]})
+        coefs = block_dct(pix, us, vs)
+        for i in idx:
+            out[i] = coefs[us.index(int(ks[i]) >> 3), vs.index(int(ks[i]) & 7)]
+    scale, offset = _scale_offset(stats, cs, "spatial", geometry)
+    if scale is not None:
+        out *= scale[:, None, None]
+        out += offset[:, None, None]
+    return out
+
+
+def rgb_image(src, geometry: Optional[Geometry] = None, stats=None, max_pixels=None) -> np.ndarray:
+    """RGB baseline input: (3, out_h, out_w) float32 in [0, 1] (or normalized by stats).
+
+    Eval geometry for 224: resize 256, centre crop 224; train: sample_train(..., 224).
+    """
+    import io
+    from PIL import Image
+    geometry = geometry or eval_geometry(224)
+    data = _read_bytes(src)
+    try:
+        hdr = read_header(data, max_pixels=max_pixels)
+    except JpegError as e:
+        if data[:2] == b"\xff\xd8" or e.kind in ("limit", "unsupported"):
+            raise JpegError(source_name(src), e.reason, e.kind) from None
+        hdr = None
+    rgb = None
+    tj = _turbojpeg() if hdr is not None and hdr.color_space in ("YCbCr", "GRAY") else None
+    if tj:
+        try:
+            from turbojpeg import TJPF_RGB
+            rgb = tj.decode(data, pixel_format=TJPF_RGB)
+        except Exception:
+            rgb = None
+    if rgb is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        except Exception as e:
+            raise JpegError(source_name(src), f"cannot decode: {e}") from None
+    if geometry.exif:
+        o = hdr.orientation if hdr is not None else _pillow_orientation(data)
+        rgb = np.stack([orient_plane(rgb[..., i], o) for i in range(3)], -1)
+    h, w = rgb.shape[:2]
+    box = geometry.box_for(w, h)
+    out = np.empty((3, geometry.out_h, geometry.out_w), np.float32)
+    for i in range(3):
+        out[i] = resample_plane(np.ascontiguousarray(rgb[..., i], np.float32), h, w, 1, 1, box,
+                                geometry.out_h, geometry.out_w, geometry.flip)
+    out *= 1.0 / 255.0
+    if stats is not None:
+        scale, offset = stats.scale_offset(None, source="rgb", geometry=geometry)
+        out *= scale[:, None, None]
+        out += offset[:, None, None]
+    return out
