@@ -330,6 +330,86 @@ fail_open:
 }
 
 /* ======================================================================== */
+/* decode_planes(src, strict, max_pixels): component planes for the spatial path */
+/* ======================================================================== */
+
+static PyObject *py_decode_planes(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"src", "strict", "max_pixels", NULL};
+    PyObject *src, *arrays[JF_MAX_COMPONENTS] = {0}, *res = NULL, *hdr = NULL, *warn = NULL, *lst = NULL;
+    uint8_t *ptrs[JF_MAX_COMPONENTS];
+    int strict = 0, rc, c;
+    long long max_pixels = 0;
+    jf_input in;
+    jf_status st;
+    jf_decoder *d;
+
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|pL", kwlist, &src, &strict, &max_pixels))
+        return NULL;
+    if (input_parse(src, &in) != 0)
+        return NULL;
+    d = (jf_decoder *)malloc(sizeof(jf_decoder));
+    if (!d) {
+        input_release(&in);
+        return PyErr_NoMemory();
+    }
+    jf_status_init(&st);
+    Py_BEGIN_ALLOW_THREADS
+    rc = input_load(&in, &st);
+    if (rc == 0)
+        rc = jf_open(d, in.data, in.len, max_pixels, &st);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) {
+        input_release(&in);
+        free(d);
+        return raise_status(&st);
+    }
+    for (c = 0; c < d->hdr.num_components; c++) {
+        npy_intp dims[2] = {jf_plane_rows(d, c), jf_plane_stride(d, c)};
+        arrays[c] = PyArray_ZEROS(2, dims, NPY_UINT8, 0);
+        if (!arrays[c]) {
+            Py_BEGIN_ALLOW_THREADS
+            jf_close(d);
+            Py_END_ALLOW_THREADS
+            input_release(&in);
+            goto fail;
+        }
+        ptrs[c] = (uint8_t *)PyArray_DATA((PyArrayObject *)arrays[c]);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    rc = jf_decode_planes(d, ptrs, &st);
+    jf_close(d);
+    if (rc == 0 && strict)
+        rc = strict_check(&st, &st);
+    Py_END_ALLOW_THREADS
+    input_release(&in);
+    if (rc != 0) {
+        raise_status(&st);
+        goto fail;
+    }
+    hdr = header_dict(&d->hdr);
+    warn = warnings_list(&st);
+    lst = PyList_New(d->hdr.num_components);
+    if (!hdr || !warn || !lst)
+        goto fail;
+    for (c = 0; c < d->hdr.num_components; c++) {
+        Py_INCREF(arrays[c]);
+        PyList_SET_ITEM(lst, c, arrays[c]);
+    }
+    res = Py_BuildValue("(NNN)", hdr, lst, warn);
+    hdr = lst = warn = NULL;
+fail:
+    for (c = 0; c < JF_MAX_COMPONENTS; c++)
+        Py_XDECREF(arrays[c]);
+    Py_XDECREF(hdr);
+    Py_XDECREF(warn);
+    Py_XDECREF(lst);
+    free(d);
+    return res;
+}
+
+/* ======================================================================== */
 /* entropy_decode(src): the floor, jpeg_read_coefficients and nothing else  */
 /* ======================================================================== */
 
@@ -796,6 +876,8 @@ static PyMethodDef methods[] = {
     {"read_coefficients", (PyCFunction)(void (*)(void))py_read_coefficients,
      METH_VARARGS | METH_KEYWORDS,
      "read_coefficients(src, strict=False, max_pixels=0, freqs=None) -> (header, [(coefs, quant)], warnings)"},
+    {"decode_planes", (PyCFunction)(void (*)(void))py_decode_planes, METH_VARARGS | METH_KEYWORDS,
+     "decode_planes(src, strict=False, max_pixels=0) -> (header, [uint8 planes (padded)], warnings)"},
     {"entropy_decode", py_entropy_decode, METH_VARARGS,
      "entropy_decode(src): jpeg_read_coefficients only (the benchmark floor)"},
     {"cube", (PyCFunction)(void (*)(void))py_cube, METH_VARARGS | METH_KEYWORDS,

@@ -114,6 +114,13 @@ int jf_dequant_component(jf_decoder *d, int c, const int *freqs, int nfreq,
 
 void jf_close(jf_decoder *d);
 
+/* Pixel decode for the spatial path: each component's samples at its own
+ * resolution (libjpeg's islow IDCT, no upsampling, no colour conversion) into
+ * planes[c] of jf_plane_rows(d, c) rows of jf_plane_stride(d, c) bytes. */
+int jf_plane_rows(const jf_decoder *d, int c);
+int jf_plane_stride(const jf_decoder *d, int c);
+int jf_decode_planes(jf_decoder *d, uint8_t **planes, jf_status *st);
+
 /* Read a whole file into a malloc'd buffer (caller frees). */
 int jf_read_file(const char *path, uint8_t **buf, size_t *len, jf_status *st);
 

@@ -333,6 +333,58 @@ int jf_dequant_component(jf_decoder *d, int c, const int *freqs, int nfreq,
     return 0;
 }
 
+int jf_plane_rows(const jf_decoder *d, int c)
+{
+    const struct jpeg_decompress_struct *cinfo = &d->cinfo;
+    int imcu = (int)((cinfo->image_height + cinfo->max_v_samp_factor * 8 - 1) /
+                     (cinfo->max_v_samp_factor * 8));
+    return imcu * cinfo->comp_info[c].v_samp_factor * 8;
+}
+
+int jf_plane_stride(const jf_decoder *d, int c)
+{
+    const jpeg_component_info *ci = &d->cinfo.comp_info[c];
+    int mcus = (int)((ci->width_in_blocks + ci->h_samp_factor - 1) / ci->h_samp_factor);
+    return mcus * ci->h_samp_factor * 8;
+}
+
+int jf_decode_planes(jf_decoder *d, uint8_t **planes, jf_status *st)
+{
+    struct jpeg_decompress_struct *cinfo = &d->cinfo;
+    JSAMPROW rowptrs[JF_MAX_COMPONENTS][4 * 8];
+    JSAMPARRAY arrs[JF_MAX_COMPONENTS];
+    int c, per_call;
+
+    (void)st;
+    if (setjmp(d->err.jmp))
+        return -1;
+    cinfo->raw_data_out = TRUE;
+    cinfo->out_color_space = cinfo->jpeg_color_space;
+    cinfo->dct_method = JDCT_ISLOW;
+    cinfo->do_fancy_upsampling = FALSE;
+    jpeg_start_decompress(cinfo);
+    per_call = cinfo->max_v_samp_factor * 8;
+    for (c = 0; c < cinfo->num_components; c++)
+        arrs[c] = rowptrs[c];
+    while (cinfo->output_scanline < cinfo->output_height) {
+        int call = (int)(cinfo->output_scanline / per_call);
+        for (c = 0; c < cinfo->num_components; c++) {
+            int nr = cinfo->comp_info[c].v_samp_factor * 8, i;
+            int stride = jf_plane_stride(d, c), rows = jf_plane_rows(d, c);
+            for (i = 0; i < nr; i++) {
+                int r = call * nr + i;
+                if (r >= rows)
+                    r = rows - 1;
+                rowptrs[c][i] = planes[c] + (size_t)r * stride;
+            }
+        }
+        if (jpeg_read_raw_data(cinfo, arrs, (JDIMENSION)per_call) == 0)
+            break;
+    }
+    jpeg_abort_decompress(cinfo);
+    return 0;
+}
+
 void jf_limit_input(jf_decoder *d, size_t cutoff)
 {
     size_t used = (size_t)(d->src.pub.next_input_byte - d->src.data);

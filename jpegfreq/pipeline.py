@@ -157,8 +157,9 @@ def decode_planes(src, max_pixels=None, exif=False):
     """Decode an image to YCbCr sample planes for the spatial path.
 
     Returns (planes, factors, (width, height)): planes are float32 component planes
-    at their own resolution (chroma not upsampled for YCbCr/gray JPEGs: libjpeg's
-    IDCT output, 8-bit rounded), factors their (v, h) upsampling ratios, and the
+    at their own resolution (for YCbCr/gray JPEGs: libjpeg-turbo's islow IDCT, 8-bit
+    rounded, chroma not upsampled: the shared geometry upsamples it), factors their
+    (v, h) upsampling ratios, and the
     displayed image size.  Grayscale gives one plane.  CMYK/YCCK/RGB JPEGs and
     non-JPEG images go through Pillow's RGB decode and a float JFIF conversion.
     """
@@ -171,19 +172,15 @@ def decode_planes(src, max_pixels=None, exif=False):
             raise JpegError(source_name(src), e.reason, e.kind) from None
     orientation = hdr.orientation if (hdr is not None and exif) else 1
     if hdr is not None and hdr.color_space in ("YCbCr", "GRAY"):
-        planes = None
-        tj = _turbojpeg()
-        if tj:
-            try:
-                planes, _ = tj.decode_to_yuv_planes(data)
-            except Exception:
-                planes = None
-        if planes is not None:
-            planes = [np.asarray(p, np.float32) for p in planes][: hdr.num_components]
-            planes = [p[:c.height, :c.width] for p, c in zip(planes, hdr.components)]
-            factors = [(hdr.max_v_samp // c.v_samp, hdr.max_h_samp // c.h_samp)
-                       for c in hdr.components]
-        else:
+        try:
+            _, raw, _ = _jpegfreq.decode_planes(data, False, _limit(max_pixels))
+        except _jpegfreq.Error as e:
+            raise translate(src, e) from None
+        planes = [np.ascontiguousarray(p[:c.height, :c.width], np.float32)
+                  for p, c in zip(raw, hdr.components)]
+        factors = [(hdr.max_v_samp // c.v_samp, hdr.max_h_samp // c.h_samp)
+                   for c in hdr.components]
+        if any(hdr.max_v_samp % c.v_samp or hdr.max_h_samp % c.h_samp for c in hdr.components):
             planes, factors = _pillow_planes(src, data, ycbcr=True)
     else:
         planes, factors = _pillow_planes(src, data, ycbcr=False)

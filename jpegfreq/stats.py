@@ -1,0 +1,181 @@
+"""Per-channel normalization statistics, pooled over a set of cubes.
+
+    python -m jpegfreq.stats DIR --channels 192 --out stats.json [--size 448] [--source jpeg-coeffs]
+
+Mean and std are pooled over every position of every cube (sums of x and x^2
+per channel in float64), not averaged per batch.  A Stats object remembers the
+channel set, source and geometry size it was computed for; using it with a
+different size or with channels it does not hold is an error.
+"""
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .channels import ChannelSet
+from .geometry import Geometry, eval_geometry
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class Stats:
+    """Pooled per-channel mean/std for one channel set, source and output size.
+
+    channels: the ChannelSet the arrays are indexed by (or None for rgb: R, G, B).
+    mean, std: float64 arrays, one value per channel.  size: (out_h, out_w) of the
+    cubes they came from.  count: positions pooled per channel.
+    """
+
+    channels: Optional[ChannelSet]
+    mean: np.ndarray
+    std: np.ndarray
+    source: str = "jpeg-coeffs"
+    size: tuple = (448, 448)
+    count: int = 0
+    geometry: Optional[dict] = None
+
+    def select(self, cs: Optional[ChannelSet]):
+        """mean, std of the channels of cs (which these stats must hold)."""
+        if cs is None or self.channels is None:
+            if (cs is None) != (self.channels is None):
+                raise ValueError("rgb statistics and coefficient statistics are not interchangeable")
+            return self.mean, self.std
+        pos = {g: i for i, g in enumerate(self.channels.indices)}
+        missing = [n for g, n in zip(cs.indices, cs.names) if g not in pos]
+        if missing:
+            raise ValueError(f"statistics computed for {self.channels.name} lack channels "
+                             f"{', '.join(missing[:8])}{'...' if len(missing) > 8 else ''}")
+        idx = [pos[g] for g in cs.indices]
+        return self.mean[idx], self.std[idx]
+
+    def scale_offset(self, cs: Optional[ChannelSet], source: str = "jpeg-coeffs",
+                     geometry: Optional[Geometry] = None):
+        """float32 (scale, offset) with normalized = x * scale + offset = (x - mean) / std."""
+        if geometry is not None and tuple(self.size) != (geometry.out_h, geometry.out_w):
+            raise ValueError(f"statistics were computed for {self.size[0]}x{self.size[1]} "
+                             f"inputs, not {geometry.out_h}x{geometry.out_w}")
+        if (source == "rgb") != (self.source == "rgb"):
+            raise ValueError(f"statistics computed for source {self.source!r} cannot "
+                             f"normalize {source!r}")
+        mean, std = self.select(cs)
+        std = np.where(std > 1e-6, std, 1.0)
+        scale = (1.0 / std).astype(np.float32)
+        return scale, (-mean * scale).astype(np.float32)
+
+    def to_dict(self):
+        return {"channels": None if self.channels is None else self.channels.spec,
+                "names": None if self.channels is None else list(self.channels.names),
+                "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std],
+                "source": self.source, "size": list(self.size), "count": int(self.count),
+                "geometry": self.geometry}
+
+    @classmethod
+    def from_dict(cls, d):
+        cs = None if d.get("channels") is None else ChannelSet.parse(d["channels"])
+        mean, std = np.asarray(d["mean"], np.float64), np.asarray(d["std"], np.float64)
+        n = 3 if cs is None else cs.count
+        if mean.shape != (n,) or std.shape != (n,):
+            raise ValueError(f"statistics file holds {mean.shape[0]} means for {n} channels")
+        return cls(cs, mean, std, d.get("source", "jpeg-coeffs"), tuple(d.get("size", (448, 448))),
+                   int(d.get("count", 0)), d.get("geometry"))
+
+    def save(self, path):
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(self.to_dict(), f, indent=1)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+class StatsAccumulator:
+    """Running float64 sums of x and x^2 per channel over (C, H, W) cubes."""
+
+    def __init__(self, n_channels: int):
+        self.s1 = np.zeros(n_channels, np.float64)
+        self.s2 = np.zeros(n_channels, np.float64)
+        self.n = 0
+
+    def update(self, cube: np.ndarray):
+        x = np.asarray(cube, np.float64).reshape(cube.shape[0], -1)
+        self.s1 += x.sum(1)
+        self.s2 += np.einsum("ij,ij->i", x, x)
+        self.n += x.shape[1]
+
+    def merge(self, other: "StatsAccumulator"):
+        self.s1 += other.s1
+        self.s2 += other.s2
+        self.n += other.n
+
+    def result(self, channels, source, size, geometry=None) -> Stats:
+        if self.n == 0:
+            raise ValueError("no cubes: cannot compute statistics")
+        mean = self.s1 / self.n
+        var = np.maximum(self.s2 / self.n - mean ** 2, 0.0)
+        return Stats(channels, mean, np.sqrt(var), source, tuple(size), self.n, geometry)
+
+
+def list_images(root) -> list:
+    """Image files under root (recursive, sorted)."""
+    out = []
+    for d, _, files in os.walk(root):
+        for f in files:
+            if f.lower().endswith(IMAGE_EXTENSIONS):
+                out.append(os.path.join(d, f))
+    return sorted(out)
+
+
+def compute_stats(files: Sequence[str], channels="192", size: int = 448,
+                  source: str = "jpeg-coeffs", progress: bool = True, on_error="skip") -> Stats:
+    """Pooled statistics of the eval-geometry cubes of ``files``.  Unreadable files are
+    skipped and counted (``on_error="raise"`` re-raises)."""
+    from tqdm import tqdm
+    from .errors import JpegError
+    from .pipeline import cube
+    cs = None if source == "rgb" else ChannelSet.parse(channels)
+    geometry = eval_geometry(size)
+    acc = StatsAccumulator(3 if cs is None else cs.count)
+    bad = 0
+    for f in tqdm(files, desc="stats", unit="img", disable=not progress, file=sys.stderr):
+        try:
+            acc.update(cube(f, cs if cs is not None else "24S", size, source, geometry))
+        except JpegError:
+            if on_error == "raise":
+                raise
+            bad += 1
+    if bad:
+        print(f"stats: skipped {bad} unreadable file(s)", file=sys.stderr)
+    return acc.result(cs, source, (geometry.out_h, geometry.out_w), geometry.to_dict())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m jpegfreq.stats", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", help="folder of images (searched recursively)")
+    p.add_argument("--channels", default="192", help="channel set (default: 192)")
+    p.add_argument("--size", type=int, default=448, help="crop size in pixels (default: 448)")
+    p.add_argument("--source", default="jpeg-coeffs", choices=["jpeg-coeffs", "spatial", "rgb"],
+                   help="pipeline (default: jpeg-coeffs)")
+    p.add_argument("--out", default="stats.json", help="output JSON (default: stats.json)")
+    p.add_argument("--limit", type=int, default=0, help="use at most N files (default: all)")
+    a = p.parse_args(argv)
+    files = list_images(a.dir)
+    if a.limit:
+        files = files[: a.limit]
+    if not files:
+        p.error(f"no images under {a.dir}")
+    st = compute_stats(files, a.channels, a.size, a.source)
+    st.save(a.out)
+    print(f"wrote {a.out}: {len(st.mean)} channels, {st.count} positions each, from {len(files)} files")
+
+
+if __name__ == "__main__":
+    main()
