@@ -65,6 +65,6 @@ ext = Extension(
     include_dirs=["csrc", numpy.get_include(), *incs],
     library_dirs=libdirs,
     libraries=libs,
-    extra_compile_args=["-O3", "-std=c99", "-D_DEFAULT_SOURCE", "-Wall", "-Wno-unused-function", "-Wno-format-truncation", "-Wno-psabi"],
+    extra_compile_args=["-O3", "-std=c99", "-ffp-contract=fast", "-D_DEFAULT_SOURCE", "-Wall", "-Wno-unused-function", "-Wno-format-truncation", "-Wno-psabi"],
 )
 setup(ext_modules=[ext])

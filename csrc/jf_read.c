@@ -56,6 +56,17 @@ static void jf_error_exit(j_common_ptr cinfo)
                      sof - 0xc0);
         else
             snprintf(st->msg, JF_MSG_LEN, "unsupported JPEG process: %s", buf);
+    } else if (code == JERR_IMAGE_TOO_BIG) {
+        /* libjpeg refuses a side over JPEG_MAX_DIMENSION while reading the
+         * header, before jf_open's pixel limit runs: the same kind of refusal */
+        st->kind = JF_ERR_LIMIT;
+        snprintf(st->msg, JF_MSG_LEN,
+                 "image of %ux%u = %lld pixels exceeds libjpeg's maximum dimension of %d "
+                 "pixels per side (a possible decompression bomb)",
+                 ((j_decompress_ptr)cinfo)->image_width, ((j_decompress_ptr)cinfo)->image_height,
+                 (long long)((j_decompress_ptr)cinfo)->image_width *
+                     ((j_decompress_ptr)cinfo)->image_height,
+                 err->pub.msg_parm.i[0]);
     } else if (code == JERR_OUT_OF_MEMORY) {
         st->kind = JF_ERR_MEMORY;
         snprintf(st->msg, JF_MSG_LEN, "%s", buf);

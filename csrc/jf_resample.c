@@ -19,9 +19,14 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+
+#if defined(__GNUC__)
+typedef float jf_v8 __attribute__((vector_size(32)));
+#endif
 #ifdef JF_PROFILE
 #include <time.h>
-double jf_prof[4];
+double jf_prof[16];
 static double jf_now(void){struct timespec t; clock_gettime(CLOCK_MONOTONIC,&t); return t.tv_sec*1e3+t.tv_nsec*1e-6;}
 #define PROF(i, t0) (jf_prof[i] += jf_now() - (t0), (t0) = jf_now())
 #else
@@ -335,280 +340,174 @@ oom:
 }
 
 /* ======================================================================== */
-/* out = A Q B^T                                                            */
+/* Band cache: eval geometry repeats for every image of the same size       */
 /* ======================================================================== */
 
-/* T[up][0:L] += X[up][0:8] . W[8][L] for the n used rows; T rows `stride`
- * apart; L a multiple of 8.  Explicit 4-wide vectors keep the accumulators in
- * registers (GCC/clang vector extensions; a scalar loop elsewhere). */
-#if defined(__GNUC__)
-typedef float jf_v8 __attribute__((vector_size(32)));
-static inline jf_v8 v8_load(const float *p) { jf_v8 v; memcpy(&v, p, sizeof(v)); return v; }
-static inline void v8_store(float *p, jf_v8 v) { memcpy(p, &v, sizeof(v)); }
+/* A built band is immutable; the cache hands out shared references. */
+typedef struct {
+    int image_size, comp_size, factor, out_size, flip, in_blocks, nf;
+    int freqs[8];
+    double box0, box1;
+} jf_band_key;
 
-static inline void block_times_w(const float *X, int n, const float *W, int L, float *T,
-                                 size_t stride)
+typedef struct {
+    jf_band_key key;
+    jf_band *band;      /* NULL: empty slot */
+    uint64_t last_use;
+} jf_cache_slot;
+
+#define JF_CACHE_SLOTS 96
+static jf_cache_slot jf_cache[JF_CACHE_SLOTS];
+static uint64_t jf_cache_clock;
+static pthread_mutex_t jf_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static int jf_cache_enabled = 1;
+
+void jf_band_cache_enable(int on)
 {
-    int up, k, e;
-    for (up = 0; up < n; up++) {
-        const float *x = X + 8 * up;
-        float *t = T + (size_t)up * stride;
-        for (e = 0; e < L; e += 8) {
-            jf_v8 a = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (k = 0; k < 8; k++)
-                a += x[k] * v8_load(W + k * L + e);
-            v8_store(t + e, v8_load(t + e) + a);
+    int i;
+    pthread_mutex_lock(&jf_cache_lock);
+    jf_cache_enabled = on;
+    pthread_mutex_unlock(&jf_cache_lock);
+    if (!on)
+        for (i = 0; i < JF_CACHE_SLOTS; i++) {
+            jf_band *b = NULL;
+            pthread_mutex_lock(&jf_cache_lock);
+            if (jf_cache[i].band) {
+                b = jf_cache[i].band;
+                jf_cache[i].band = NULL;
+            }
+            pthread_mutex_unlock(&jf_cache_lock);
+            if (b)
+                jf_band_release(b);
         }
-    }
-}
-#else
-static inline void block_times_w(const float *X, int n, const float *W, int L, float *T,
-                                 size_t stride)
-{
-    int up, k, e;
-    for (up = 0; up < n; up++) {
-        const float *x = X + 8 * up;
-        float *t = T + (size_t)up * stride;
-        for (k = 0; k < 8; k++)
-            for (e = 0; e < L; e++)
-                t[e] += x[k] * W[k * L + e];
-    }
-}
-#endif
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define JF_CLONES __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define JF_CLONES
-#endif
-
-/* acc[0:n] += w * t[0:n]: the vertical pass's inner loop */
-JF_CLONES static void axpy(float *restrict acc, const float *restrict t, float w, size_t n)
-{
-    size_t e;
-    for (e = 0; e < n; e++)
-        acc[e] += w * t[e];
 }
 
-/* 1 + the index of the last block row (u) holding a non-zero coefficient. */
-static inline int block_rows_used(const JCOEF *blk)
+static void make_key(jf_band_key *k, const jf_axis *ax, int in_blocks, const int *freqs, int nf)
 {
-    int up;
-    for (up = 7; up >= 0; up--) {
-        uint64_t a, b;
-        memcpy(&a, blk + 8 * up, 8);
-        memcpy(&b, blk + 8 * up + 4, 8);
-        if (a | b)
-            return up + 1;
-    }
-    return 0;
+    int i;
+    memset(k, 0, sizeof(*k)); /* padding too: keys are compared with memcmp */
+    k->image_size = ax->image_size;
+    k->comp_size = ax->comp_size;
+    k->factor = ax->factor;
+    k->out_size = ax->out_size;
+    k->flip = ax->flip;
+    k->in_blocks = in_blocks;
+    k->nf = nf;
+    for (i = 0; i < nf && i < 8; i++)
+        k->freqs[i] = freqs[i];
+    k->box0 = ax->box0;
+    k->box1 = ax->box1;
 }
 
-JF_CLONES int jf_component_cube(jf_decoder *d, int c, const jf_axis *ax_h, const jf_axis *ax_w,
-                                const jf_comp_request *req, float *cube, int out_hb, int out_wb,
-                                int transpose, jf_status *st)
+void jf_band_release(jf_band *b)
 {
-    j_decompress_ptr cinfo = &d->cinfo;
-    const jf_comp_info *ci = &d->hdr.comp[c];
-    int U[8], V[8], nu = 0, nv = 0, nvp, ui[64], vi[64];
-    int i, j, rmin, rmax, nrows, ob, ib, ret = -1;
-    jf_band A = {0}, B = {0};
-    float *Bt = NULL, *T = NULL, *acc = NULL, *W = NULL;
-    size_t *woff = NULL;
-    int *wlen = NULL, L;
-    size_t tstride;
-    uint8_t *rowsused = NULL;
-    int *oc_lo = NULL, *oc_hi = NULL;
-    float q[64];
-    size_t trow;
+    int last;
+    if (b == NULL)
+        return;
+    pthread_mutex_lock(&jf_cache_lock);
+    last = (--b->refs == 0);
+    pthread_mutex_unlock(&jf_cache_lock);
+    if (last) {
+        jf_band_free(b);
+        free(b);
+    }
+}
 
-    /* distinct kept u and v */
-    for (i = 0; i < req->n; i++) {
-        int u = req->k[i] >> 3, v = req->k[i] & 7, f;
-        for (f = 0; f < nu && U[f] != u; f++) {}
-        if (f == nu) U[nu++] = u;
-        ui[i] = f;
-        for (f = 0; f < nv && V[f] != v; f++) {}
-        if (f == nv) V[nv++] = v;
-        vi[i] = f;
-    }
-#ifdef JF_PROFILE
-    double t0 = jf_now();
-#endif
-    if (req->n == 0)
-        return 0;
-    if (jf_band_build(ax_h, ci->height_in_blocks, U, nu, &A, st) != 0)
-        return -1;
-    if (jf_band_build(ax_w, ci->width_in_blocks, V, nv, &B, st) != 0) {
-        jf_band_free(&A);
-        return -1;
-    }
-    if (A.nob != out_hb || B.nob != out_wb) {
-        snprintf(st->msg, JF_MSG_LEN, "operator size mismatch");
+jf_band *jf_band_acquire(const jf_axis *ax, int in_blocks, const int *freqs, int nf,
+                         jf_status *st)
+{
+    jf_band_key key;
+    jf_band *b;
+    int i, victim = 0;
+
+    if (nf > 8) {
+        snprintf(st->msg, JF_MSG_LEN, "at most 8 frequencies per axis");
         st->kind = JF_ERR_ARG;
-        goto done;
+        return NULL;
     }
-    /* input block rows used by A */
-    rmin = ci->height_in_blocks;
-    rmax = 0;
-    for (ob = 0; ob < A.nob; ob++) {
-        if (A.start[ob] < rmin) rmin = A.start[ob];
-        if (A.start[ob] + A.nb > rmax) rmax = A.start[ob] + A.nb;
-    }
-    nrows = rmax - rmin;
-    /* B transposed to [ob][j][k][f] so that one dequantized row updates nv outputs */
-    nvp = nv <= 2 ? 2 : nv <= 4 ? 4 : 8;
-    Bt = (float *)calloc((size_t)B.nob * B.nb * 8 * nvp, sizeof(float));
-    /* which output column blocks read input column block ib: [oc_lo, oc_hi) */
-    oc_lo = (int *)malloc(sizeof(int) * ci->width_in_blocks);
-    oc_hi = (int *)malloc(sizeof(int) * ci->width_in_blocks);
-    trow = (size_t)B.nob * nvp; /* floats per (input row, u') used by pass 2 */
-    rowsused = (uint8_t *)calloc((size_t)nrows + 1, 1);
-    acc = (float *)malloc(sizeof(float) * trow);
-    if (!Bt || !oc_lo || !oc_hi || !rowsused || !acc) {
-        snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
-        st->kind = JF_ERR_MEMORY;
-        goto done;
-    }
-    for (ob = 0; ob < B.nob; ob++)
-        for (j = 0; j < B.nb; j++)
-            for (i = 0; i < 8; i++) {
-                int f;
-                for (f = 0; f < nv; f++)
-                    Bt[(((size_t)ob * B.nb + j) * 8 + i) * nvp + f] =
-                        B.w[(((size_t)ob * nv + f) * B.nb + j) * 8 + i];
+    make_key(&key, ax, in_blocks, freqs, nf);
+    pthread_mutex_lock(&jf_cache_lock);
+    if (jf_cache_enabled)
+        for (i = 0; i < JF_CACHE_SLOTS; i++)
+            if (jf_cache[i].band && memcmp(&jf_cache[i].key, &key, sizeof(key)) == 0) {
+                b = jf_cache[i].band;
+                b->refs++;
+                jf_cache[i].last_use = ++jf_cache_clock;
+                pthread_mutex_unlock(&jf_cache_lock);
+                return b;
             }
-    for (ib = 0; ib < ci->width_in_blocks; ib++) {
-        oc_lo[ib] = B.nob;
-        oc_hi[ib] = 0;
-    }
-    for (ob = 0; ob < B.nob; ob++)
-        for (ib = B.lo[ob]; ib <= B.hi[ob]; ib++) {
-            if (ob < oc_lo[ib]) oc_lo[ib] = ob;
-            if (ob + 1 > oc_hi[ib]) oc_hi[ib] = ob + 1;
-        }
-    /* per input column block: W_ib[k][(oc - oc_lo) * nvp + f], L_ib a multiple of 8 */
-    woff = (size_t *)malloc(sizeof(size_t) * (ci->width_in_blocks + 1));
-    wlen = (int *)malloc(sizeof(int) * (ci->width_in_blocks + 1));
-    if (!woff || !wlen) {
-        snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
+    pthread_mutex_unlock(&jf_cache_lock);
+
+    b = (jf_band *)calloc(1, sizeof(jf_band));
+    if (!b) {
+        snprintf(st->msg, JF_MSG_LEN, "out of memory building the resampling operator");
         st->kind = JF_ERR_MEMORY;
-        goto done;
+        return NULL;
     }
-    L = 8;
-    woff[0] = 0;
-    for (ib = 0; ib < ci->width_in_blocks; ib++) {
-        int len = oc_hi[ib] > oc_lo[ib] ? ((oc_hi[ib] - oc_lo[ib]) * nvp + 7) & ~7 : 0;
-        wlen[ib] = len;
-        woff[ib + 1] = woff[ib] + (size_t)8 * len;
-        if (len > L)
-            L = len;
+    if (jf_band_build(ax, in_blocks, freqs, nf, b, st) != 0) {
+        free(b);
+        return NULL;
     }
-    tstride = trow + L;
-    W = (float *)calloc(woff[ci->width_in_blocks] + 1, sizeof(float));
-    T = (float *)malloc(sizeof(float) * (size_t)nrows * 8 * tstride + 1);
-    if (!W || !T) {
-        snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
-        st->kind = JF_ERR_MEMORY;
-        goto done;
-    }
-    for (ib = 0; ib < ci->width_in_blocks; ib++) {
-        int oc;
-        for (oc = oc_lo[ib]; oc < oc_hi[ib]; oc++) {
-            int jj = ib - B.start[oc], k, f;
-            if (jj < 0 || jj >= B.nb)
-                continue;
-            for (k = 0; k < 8; k++)
-                for (f = 0; f < nvp; f++)
-                    W[woff[ib] + (size_t)k * wlen[ib] + (oc - oc_lo[ib]) * nvp + f] =
-                        Bt[(((size_t)oc * B.nb + jj) * 8 + k) * nvp + f];
-        }
-    }
-    for (i = 0; i < 64; i++)
-        q[i] = (float)d->quant[c][i];
-
-    if (setjmp(d->err.jmp))
-        goto done;
-
-    PROF(0, t0);
-    /* ---- pass 1: horizontal, every used input block once ----
-     * Block ib feeds output column blocks [oc_lo, oc_hi), whose intermediate
-     * entries are contiguous: T[up][oc_lo*nvp : +L] += X[up] . W_ib (8 x L).
-     * A block's rows past its last non-zero row are skipped (quantization
-     * zeroes high vertical frequencies); the rest run branch-free. */
-    for (i = 0; i < nrows; i++) {
-        JBLOCKARRAY rows = (*cinfo->mem->access_virt_barray)(
-            (j_common_ptr)cinfo, d->coefs[c], (JDIMENSION)(rmin + i), 1, FALSE);
-        float *Ti = T + (size_t)i * 8 * tstride;
-        int zeroed = 0;
-        for (ib = 0; ib < ci->width_in_blocks; ib++) {
-            const JCOEF *blk = rows[0][ib];
-            float X[64];
-            int n, k;
-            if (oc_lo[ib] >= oc_hi[ib])
-                continue;
-            n = block_rows_used(blk);
-            if (n == 0)
-                continue;
-            while (zeroed < n)  /* first use of an intermediate row: zero it */
-                memset(Ti + (size_t)(zeroed++) * tstride, 0, sizeof(float) * tstride);
-            for (k = 0; k < 8 * n; k++)
-                X[k] = (float)blk[k] * q[k];
-            block_times_w(X, n, W + woff[ib], wlen[ib], Ti + (size_t)oc_lo[ib] * nvp, tstride);
-        }
-        rowsused[i] = zeroed;
-    }
-
-    PROF(1, t0);
-    /* ---- pass 2: vertical, one contiguous AXPY per (input row, u') ---- */
-    for (ob = 0; ob < A.nob; ob++) {
-        int fu;
-        for (fu = 0; fu < nu; fu++) {
-            int n;
-            memset(acc, 0, sizeof(float) * trow);
-            for (j = 0; j < A.nb; j++) {
-                int r = A.start[ob] + j - rmin, up;
-                const float *a = A.w + (((size_t)ob * nu + fu) * A.nb + j) * 8;
-                for (up = 0; up < 8; up++) {
-                    const float *t = T + ((size_t)r * 8 + up) * tstride;
-                    float w = a[up];
-                    if (up >= rowsused[r] || w == 0.0f)
-                        continue;
-                    axpy(acc, t, w, trow);
-                }
+    b->refs = 1;
+    pthread_mutex_lock(&jf_cache_lock);
+    if (jf_cache_enabled) {
+        jf_band *old;
+        for (i = 0; i < JF_CACHE_SLOTS; i++) {
+            if (!jf_cache[i].band) {
+                victim = i;
+                break;
             }
-            for (n = 0; n < req->n; n++) {
-                float s, o, *out;
-                int oc;
-                if (ui[n] != fu)
-                    continue;
-                s = req->scale[n];
-                o = req->offset[n];
-                out = cube + (size_t)req->channel[n] * out_hb * out_wb;
-                if (!transpose)
-                    for (oc = 0; oc < B.nob; oc++)
-                        out[(size_t)ob * out_wb + oc] = acc[(size_t)oc * nvp + vi[n]] * s + o;
-                else
-                    for (oc = 0; oc < B.nob; oc++)
-                        out[(size_t)oc * out_hb + ob] = acc[(size_t)oc * nvp + vi[n]] * s + o;
-            }
+            if (jf_cache[i].last_use < jf_cache[victim].last_use)
+                victim = i;
+        }
+        old = jf_cache[victim].band;
+        jf_cache[victim].key = key;
+        jf_cache[victim].band = b;
+        jf_cache[victim].last_use = ++jf_cache_clock;
+        b->refs++; /* the cache's reference */
+        if (old && --old->refs == 0) {
+            pthread_mutex_unlock(&jf_cache_lock);
+            jf_band_free(old);
+            free(old);
+            return b;
         }
     }
-    PROF(2, t0);
-    ret = 0;
-done:
-    jf_band_free(&A);
-    jf_band_free(&B);
-    free(Bt);
-    free(W);
-    free(woff);
-    free(wlen);
-    free(oc_lo);
-    free(oc_hi);
-    free(T);
-    free(rowsused);
-    free(acc);
-    return ret;
+    pthread_mutex_unlock(&jf_cache_lock);
+    return b;
+}
+
+/* ======================================================================== */
+/* out = A Q B^T: the kernels, compiled twice (AVX2+FMA and generic)        */
+/* ======================================================================== */
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define JF_IMPL(name) name##_avx2
+#include "jf_cube_impl.h"
+#undef JF_IMPL
+#pragma GCC pop_options
+#define JF_HAVE_AVX2_BUILD 1
+#endif
+
+#define JF_IMPL(name) name##_generic
+#include "jf_cube_impl.h"
+#undef JF_IMPL
+
+int jf_component_cube(jf_decoder *d, int c, const jf_axis *ax_h, const jf_axis *ax_w,
+                      const jf_comp_request *req, float *cube, int out_hb, int out_wb,
+                      int transpose, jf_status *st)
+{
+#ifdef JF_HAVE_AVX2_BUILD
+    static int avx2 = -1;
+    if (avx2 < 0) {
+        __builtin_cpu_init();
+        avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    if (avx2)
+        return component_cube_avx2(d, c, ax_h, ax_w, req, cube, out_hb, out_wb, transpose, st);
+#endif
+    return component_cube_generic(d, c, ax_h, ax_w, req, cube, out_hb, out_wb, transpose, st);
 }
 
 void jf_eval_box(int width, int height, int resize, int crop_h, int crop_w, double box[4])

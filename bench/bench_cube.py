@@ -1,0 +1,128 @@
+"""Cube benchmark (issue 3): the input pipelines side by side, on the same files.
+
+    python bench/bench_cube.py [FOLDER] [--limit N] [--repeat R] [--no-threads]
+
+One process, one core, methods interleaved per file; medians over files and
+ratios to the floor (libjpeg-turbo's entropy decode alone).  Then the 24S eval
+cube over the whole file list with two threads against one.
+"""
+import argparse
+import io
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import interleaved, one_core, report, sample_files  # noqa: E402
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import jpegfreq  # noqa: E402
+from jpegfreq import _jpegfreq  # noqa: E402
+from jpegfreq.geometry import sample_train  # noqa: E402
+
+CS24 = jpegfreq.ChannelSet.parse("24S")
+
+
+def pil_rgb_224(data):
+    """torchvision-style eval: decode, resize short side 256 (bilinear), centre crop 224."""
+    im = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = im.size
+    s = 256 / min(w, h)
+    im = im.resize((max(256, int(w * s)), max(256, int(h * s))), Image.BILINEAR)
+    w, h = im.size
+    left, top = int(round((w - 224) / 2)), int(round((h - 224) / 2))
+    return np.asarray(im.crop((left, top, left + 224, top + 224)))
+
+
+def dctnet_flow(data, loads):
+    """DCTNet's eval flow to a 24x56x56 cube: decode, resize 512, crop 448, then
+    two JPEG re-encodes at quality 100 (4:2:0) read back with jpeg2dct: the 448
+    crop for Y and its 2x upscale for chroma; then the 24S subset."""
+    im = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = im.size
+    s = 512 / min(w, h)
+    im = im.resize((max(512, int(w * s)), max(512, int(h * s))), Image.BILINEAR)
+    w, h = im.size
+    left, top = int(round((w - 448) / 2)), int(round((h - 448) / 2))
+    crop = im.crop((left, top, left + 448, top + 448))
+    up = crop.resize((896, 896), Image.BILINEAR)
+    outs = []
+    for img in (crop, up):
+        b = io.BytesIO()
+        img.save(b, "JPEG", quality=100, subsampling=2)
+        outs.append(loads(b.getvalue()))
+    y = outs[0][0][:56, :56]
+    cb, cr = outs[1][1][:56, :56], outs[1][2][:56, :56]
+    ky = [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]
+    kc = [0, 1, 8, 9]
+    return np.concatenate([y[..., ky], cb[..., kc], cr[..., kc]], -1).transpose(2, 0, 1)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("folder", nargs="?")
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--no-threads", action="store_true")
+    a = p.parse_args()
+    files = sample_files(a.folder, a.limit)
+    blobs = {f: open(f, "rb").read() for f in files}
+    hdrs = {f: jpegfreq.read_header(blobs[f]) for f in files}
+    rng = np.random.default_rng(0)
+    train_geo = {f: sample_train(hdrs[f].width, hdrs[f].height, 448, rng) for f in files}
+    methods = [
+        ("floor: entropy decode", lambda f: _jpegfreq.entropy_decode(blobs[f])),
+        ("jpeg-coeffs 24S eval", lambda f: jpegfreq.cube(blobs[f], CS24)),
+        ("jpeg-coeffs 64S eval", lambda f: jpegfreq.cube(blobs[f], "64S")),
+        ("jpeg-coeffs 192 eval", lambda f: jpegfreq.cube(blobs[f], "192")),
+        ("jpeg-coeffs 24S train", lambda f: jpegfreq.cube(blobs[f], CS24, geometry=train_geo[f])),
+        ("spatial 24S eval", lambda f: jpegfreq.cube(blobs[f], CS24, source="spatial")),
+        ("Pillow RGB resize 256 crop 224", lambda f: pil_rgb_224(blobs[f])),
+    ]
+    try:
+        from jpeg2dct.numpy import loads
+        methods.append(("jpeg2dct.loads", lambda f: loads(blobs[f])))
+        methods.append(("DCTNet flow 24x56x56", lambda f: dctnet_flow(blobs[f], loads)))
+    except ImportError:
+        print("jpeg2dct not installed: its rows are left out", file=sys.stderr)
+
+    one_core()
+    print(f"{len(files)} files, one core, best of {a.repeat} per file, median over files")
+    med = report(interleaved(methods, files, a.repeat), floor="floor: entropy decode")
+    c24 = med["jpeg-coeffs 24S eval"]
+    print(f"\n24S eval cube: {c24 / med['floor: entropy decode']:.2f}x the floor; "
+          f"{med['Pillow RGB resize 256 crop 224'] / c24:.2f}x faster than Pillow RGB 224")
+    if "DCTNet flow 24x56x56" in med:
+        print(f"24S eval cube {med['DCTNet flow 24x56x56'] / c24:.1f}x faster than DCTNet's flow; "
+              f"spatial path {med['DCTNet flow 24x56x56'] / med['spatial 24S eval']:.1f}x faster")
+
+    if a.no_threads:
+        return
+    try:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    except (AttributeError, OSError):
+        pass
+    items = [blobs[f] for f in files]
+
+    def run(threads):
+        t = time.perf_counter()
+        with ThreadPoolExecutor(threads) as ex:
+            list(ex.map(lambda d: jpegfreq.cube(d, CS24), items))
+        return time.perf_counter() - t
+
+    one, two = [], []
+    for _ in range(5):
+        one.append(run(1))
+        two.append(run(2))
+    t1, t2 = statistics.median(one), statistics.median(two)
+    print(f"\nthreads over {len(items)} files (24S eval): 1 thread {len(items) / t1:.0f} img/s, "
+          f"2 threads {len(items) / t2:.0f} img/s, speed-up {t1 / t2:.2f}x "
+          f"({os.cpu_count()} cores visible)")
+
+
+if __name__ == "__main__":
+    main()

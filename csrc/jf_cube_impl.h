@@ -1,0 +1,300 @@
+/*
+ * jf_cube_impl.h - the kernels of out = A Q B^T, included twice by
+ * jf_resample.c: once under an AVX2+FMA target, once generic.  JF_IMPL(name)
+ * gives each copy its own names; jf_component_cube picks one at run time.
+ */
+/* ======================================================================== */
+/* out = A Q B^T                                                            */
+/* ======================================================================== */
+
+/* T[up][0:L] += X[up][0:8] . W[8][L] for the n used rows; T rows `stride`
+ * apart; L a multiple of 8.  Explicit 4-wide vectors keep the accumulators in
+ * registers (GCC/clang vector extensions; a scalar loop elsewhere). */
+#if defined(__GNUC__)
+static inline jf_v8 JF_IMPL(v8_load)(const float *p) { jf_v8 v; memcpy(&v, p, sizeof(v)); return v; }
+static inline void JF_IMPL(v8_store)(float *p, jf_v8 v) { memcpy(p, &v, sizeof(v)); }
+
+static inline void JF_IMPL(block_times_w)(const float *X, int n, const float *W, int L, float *T,
+                                 size_t stride)
+{
+    /* two rows at a time and two accumulators per row: four independent
+     * FMA chains instead of one 8-long dependent chain */
+    int up, k, e;
+    for (e = 0; e < L; e += 8) {
+        jf_v8 w[8];
+        for (k = 0; k < 8; k++)
+            w[k] = JF_IMPL(v8_load)(W + k * L + e);
+        for (up = 0; up + 1 < n; up += 2) {
+            const float *x0 = X + 8 * up, *x1 = x0 + 8;
+            float *t0 = T + (size_t)up * stride + e, *t1 = t0 + stride;
+            jf_v8 a0 = x0[0] * w[0], b0 = x0[1] * w[1], a1 = x1[0] * w[0], b1 = x1[1] * w[1];
+            for (k = 2; k < 8; k += 2) {
+                a0 += x0[k] * w[k];
+                b0 += x0[k + 1] * w[k + 1];
+                a1 += x1[k] * w[k];
+                b1 += x1[k + 1] * w[k + 1];
+            }
+            JF_IMPL(v8_store)(t0, JF_IMPL(v8_load)(t0) + (a0 + b0));
+            JF_IMPL(v8_store)(t1, JF_IMPL(v8_load)(t1) + (a1 + b1));
+        }
+        if (up < n) {
+            const float *x0 = X + 8 * up;
+            float *t0 = T + (size_t)up * stride + e;
+            jf_v8 a0 = x0[0] * w[0], b0 = x0[1] * w[1];
+            for (k = 2; k < 8; k += 2) {
+                a0 += x0[k] * w[k];
+                b0 += x0[k + 1] * w[k + 1];
+            }
+            JF_IMPL(v8_store)(t0, JF_IMPL(v8_load)(t0) + (a0 + b0));
+        }
+    }
+}
+#else
+static inline void JF_IMPL(block_times_w)(const float *X, int n, const float *W, int L, float *T,
+                                 size_t stride)
+{
+    int up, k, e;
+    for (up = 0; up < n; up++) {
+        const float *x = X + 8 * up;
+        float *t = T + (size_t)up * stride;
+        for (k = 0; k < 8; k++)
+            for (e = 0; e < L; e++)
+                t[e] += x[k] * W[k * L + e];
+    }
+}
+#endif
+
+
+/* acc[0:n] += w * t[0:n]: the vertical pass's inner loop */
+static inline void JF_IMPL(axpy)(float *restrict acc, const float *restrict t, float w, size_t n)
+{
+    size_t e;
+    for (e = 0; e < n; e++)
+        acc[e] += w * t[e];
+}
+
+/* 1 + the index of the last block row (u) holding a non-zero coefficient. */
+static inline int JF_IMPL(block_rows_used)(const JCOEF *blk)
+{
+    int up;
+    for (up = 7; up >= 0; up--) {
+        uint64_t a, b;
+        memcpy(&a, blk + 8 * up, 8);
+        memcpy(&b, blk + 8 * up + 4, 8);
+        if (a | b)
+            return up + 1;
+    }
+    return 0;
+}
+
+static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
+                                   const jf_axis *ax_w, const jf_comp_request *req, float *cube,
+                                   int out_hb, int out_wb, int transpose, jf_status *st)
+{
+    j_decompress_ptr cinfo = &d->cinfo;
+    const jf_comp_info *ci = &d->hdr.comp[c];
+    int U[8], V[8], nu = 0, nv = 0, nvp, ui[64], vi[64];
+    int i, j, rmin, rmax, nrows, ob, ib, ret = -1;
+    jf_band *Ap = NULL, *Bp = NULL;
+    float *Bt = NULL, *T = NULL, *acc = NULL, *W = NULL;
+    size_t *woff = NULL;
+    int *wlen = NULL, L;
+    size_t tstride;
+    uint8_t *rowsused = NULL;
+    int *oc_lo = NULL, *oc_hi = NULL;
+    float q[64];
+    size_t trow;
+
+    /* distinct kept u and v */
+    for (i = 0; i < req->n; i++) {
+        int u = req->k[i] >> 3, v = req->k[i] & 7, f;
+        for (f = 0; f < nu && U[f] != u; f++) {}
+        if (f == nu) U[nu++] = u;
+        ui[i] = f;
+        for (f = 0; f < nv && V[f] != v; f++) {}
+        if (f == nv) V[nv++] = v;
+        vi[i] = f;
+    }
+#ifdef JF_PROFILE
+    double t0 = jf_now();
+#endif
+    if (req->n == 0)
+        return 0;
+    Ap = jf_band_acquire(ax_h, ci->height_in_blocks, U, nu, st);
+    if (!Ap)
+        return -1;
+    Bp = jf_band_acquire(ax_w, ci->width_in_blocks, V, nv, st);
+    if (!Bp) {
+        jf_band_release(Ap);
+        return -1;
+    }
+#define A (*Ap)
+#define B (*Bp)
+    if (A.nob != out_hb || B.nob != out_wb) {
+        snprintf(st->msg, JF_MSG_LEN, "operator size mismatch");
+        st->kind = JF_ERR_ARG;
+        goto done;
+    }
+    /* input block rows used by A */
+    rmin = ci->height_in_blocks;
+    rmax = 0;
+    for (ob = 0; ob < A.nob; ob++) {
+        if (A.start[ob] < rmin) rmin = A.start[ob];
+        if (A.start[ob] + A.nb > rmax) rmax = A.start[ob] + A.nb;
+    }
+    nrows = rmax - rmin;
+    /* B transposed to [ob][j][k][f] so that one dequantized row updates nv outputs */
+    nvp = nv <= 2 ? 2 : nv <= 4 ? 4 : 8;
+    Bt = (float *)calloc((size_t)B.nob * B.nb * 8 * nvp, sizeof(float));
+    /* which output column blocks read input column block ib: [oc_lo, oc_hi) */
+    oc_lo = (int *)malloc(sizeof(int) * ci->width_in_blocks);
+    oc_hi = (int *)malloc(sizeof(int) * ci->width_in_blocks);
+    trow = (size_t)B.nob * nvp; /* floats per (input row, u') used by pass 2 */
+    rowsused = (uint8_t *)calloc((size_t)nrows + 1, 1);
+    acc = (float *)malloc(sizeof(float) * trow * nu);
+    if (!Bt || !oc_lo || !oc_hi || !rowsused || !acc) {
+        snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
+        st->kind = JF_ERR_MEMORY;
+        goto done;
+    }
+    for (ob = 0; ob < B.nob; ob++)
+        for (j = 0; j < B.nb; j++)
+            for (i = 0; i < 8; i++) {
+                int f;
+                for (f = 0; f < nv; f++)
+                    Bt[(((size_t)ob * B.nb + j) * 8 + i) * nvp + f] =
+                        B.w[(((size_t)ob * nv + f) * B.nb + j) * 8 + i];
+            }
+    for (ib = 0; ib < ci->width_in_blocks; ib++) {
+        oc_lo[ib] = B.nob;
+        oc_hi[ib] = 0;
+    }
+    for (ob = 0; ob < B.nob; ob++)
+        for (ib = B.lo[ob]; ib <= B.hi[ob]; ib++) {
+            if (ob < oc_lo[ib]) oc_lo[ib] = ob;
+            if (ob + 1 > oc_hi[ib]) oc_hi[ib] = ob + 1;
+        }
+    /* per input column block: W_ib[k][(oc - oc_lo) * nvp + f], L_ib a multiple of 8 */
+    woff = (size_t *)malloc(sizeof(size_t) * (ci->width_in_blocks + 1));
+    wlen = (int *)malloc(sizeof(int) * (ci->width_in_blocks + 1));
+    if (!woff || !wlen) {
+        snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
+        st->kind = JF_ERR_MEMORY;
+        goto done;
+    }
+    L = 8;
+    woff[0] = 0;
+    for (ib = 0; ib < ci->width_in_blocks; ib++) {
+        int len = oc_hi[ib] > oc_lo[ib] ? ((oc_hi[ib] - oc_lo[ib]) * nvp + 7) & ~7 : 0;
+        wlen[ib] = len;
+        woff[ib + 1] = woff[ib] + (size_t)8 * len;
+        if (len > L)
+            L = len;
+    }
+    tstride = trow + L;
+    W = (float *)calloc(woff[ci->width_in_blocks] + 1, sizeof(float));
+    T = (float *)malloc(sizeof(float) * (size_t)nrows * 8 * tstride + 1);
+    if (!W || !T) {
+        snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
+        st->kind = JF_ERR_MEMORY;
+        goto done;
+    }
+    for (ib = 0; ib < ci->width_in_blocks; ib++) {
+        int oc;
+        for (oc = oc_lo[ib]; oc < oc_hi[ib]; oc++) {
+            int jj = ib - B.start[oc], k, f;
+            if (jj < 0 || jj >= B.nb)
+                continue;
+            for (k = 0; k < 8; k++)
+                for (f = 0; f < nvp; f++)
+                    W[woff[ib] + (size_t)k * wlen[ib] + (oc - oc_lo[ib]) * nvp + f] =
+                        Bt[(((size_t)oc * B.nb + jj) * 8 + k) * nvp + f];
+        }
+    }
+    for (i = 0; i < 64; i++)
+        q[i] = (float)d->quant[c][i];
+
+    if (setjmp(d->err.jmp))
+        goto done;
+
+    PROF(0, t0);
+    /* ---- pass 1: horizontal, every used input block once ----
+     * Block ib feeds output column blocks [oc_lo, oc_hi), whose intermediate
+     * entries are contiguous: T[up][oc_lo*nvp : +L] += X[up] . W_ib (8 x L).
+     * A block's rows past its last non-zero row are skipped (quantization
+     * zeroes high vertical frequencies); the rest run branch-free. */
+    for (i = 0; i < nrows; i++) {
+        JBLOCKARRAY rows = (*cinfo->mem->access_virt_barray)(
+            (j_common_ptr)cinfo, d->coefs[c], (JDIMENSION)(rmin + i), 1, FALSE);
+        float *Ti = T + (size_t)i * 8 * tstride;
+        int zeroed = 0;
+        for (ib = 0; ib < ci->width_in_blocks; ib++) {
+            const JCOEF *blk = rows[0][ib];
+            float X[64];
+            int n, k;
+            if (oc_lo[ib] >= oc_hi[ib])
+                continue;
+            n = JF_IMPL(block_rows_used)(blk);
+            if (n == 0)
+                continue;
+            while (zeroed < n)  /* first use of an intermediate row: zero it */
+                memset(Ti + (size_t)(zeroed++) * tstride, 0, sizeof(float) * tstride);
+            for (k = 0; k < 8 * n; k++)
+                X[k] = (float)blk[k] * q[k];
+            JF_IMPL(block_times_w)(X, n, W + woff[ib], wlen[ib], Ti + (size_t)oc_lo[ib] * nvp, tstride);
+#ifdef JF_PROFILE
+            jf_prof[4 + c] += 1; jf_prof[7 + c] += n; jf_prof[10 + c] += wlen[ib];
+#endif
+        }
+        rowsused[i] = zeroed;
+    }
+
+    PROF(1, t0);
+    /* ---- pass 2: vertical; each intermediate row is read once per output
+     * block row and added into the accumulators of every kept u ---- */
+    for (ob = 0; ob < A.nob; ob++) {
+        int fu, n;
+        memset(acc, 0, sizeof(float) * trow * nu);
+        for (j = 0; j < A.nb; j++) {
+            int r = A.start[ob] + j - rmin, up;
+            for (up = 0; up < rowsused[r]; up++) {
+                const float *t = T + ((size_t)r * 8 + up) * tstride;
+                for (fu = 0; fu < nu; fu++) {
+                    float w = A.w[(((size_t)ob * nu + fu) * A.nb + j) * 8 + up];
+                    if (w != 0.0f)
+                        JF_IMPL(axpy)(acc + (size_t)fu * trow, t, w, trow);
+                }
+            }
+        }
+        for (n = 0; n < req->n; n++) {
+            const float *ac = acc + (size_t)ui[n] * trow + vi[n];
+            float s = req->scale[n], o = req->offset[n];
+            float *out = cube + (size_t)req->channel[n] * out_hb * out_wb;
+            int oc;
+            if (!transpose)
+                for (oc = 0; oc < B.nob; oc++)
+                    out[(size_t)ob * out_wb + oc] = ac[(size_t)oc * nvp] * s + o;
+            else
+                for (oc = 0; oc < B.nob; oc++)
+                    out[(size_t)oc * out_hb + ob] = ac[(size_t)oc * nvp] * s + o;
+        }
+    }
+    PROF(2, t0);
+    ret = 0;
+done:
+#undef A
+#undef B
+    jf_band_release(Ap);
+    jf_band_release(Bp);
+    free(Bt);
+    free(W);
+    free(woff);
+    free(wlen);
+    free(oc_lo);
+    free(oc_hi);
+    free(T);
+    free(rowsused);
+    free(acc);
+    return ret;
+}
+

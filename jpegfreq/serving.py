@@ -1,0 +1,315 @@
+"""Serving: JPEG bytes in, model-ready torch tensors out, one image or a batch.
+
+    dec = Decoder.from_checkpoint("ckpt.pth")      # the checkpoint's eval pre-processing
+    x = dec.decode(jpeg_bytes)                     # (C, H/8, W/8) torch tensor
+    xb = dec.decode_batch([b1, b2, b3])            # (3, C, H/8, W/8), decoded in threads
+    xb, failed = dec.decode_batch(items, errors="return")   # failed: [(index, JpegError)]
+    model = load_model("ckpt.pth")                 # re-exported from jpegfreq.checkpoint
+
+A Decoder holds a fixed pre-processing (channel set, geometry, source, stats,
+dtype) and a thread pool created on first use.  The C reader and operator
+release the GIL, so the pool's threads decode in parallel.  One Decoder may be
+used from any number of threads at once; ``close()`` (or ``with``) stops the
+pool, and a later batch simply starts a new one.
+"""
+import itertools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .channels import ChannelSet
+from .checkpoint import load_checkpoint, load_model, preprocessing
+from .errors import JpegError
+from .geometry import Geometry, eval_geometry
+from .pipeline import SOURCES, cube
+from .reader import source_name
+from .stats import Stats
+
+__all__ = ["Decoder", "BatchError", "load_model"]
+
+_DTYPES = ("float32", "float16")
+
+
+class BatchError(JpegError):
+    """One or more items of a batch could not be decoded.
+
+    Names the first failing item: ``index``, plus ``source``/``reason``/``kind``
+    of its JpegError (also in ``__cause__``).  ``failures`` lists every failed
+    item of the batch as ``[(index, JpegError)]``, in index order.
+    """
+
+    def __init__(self, index, error, failures=None):
+        self.index = int(index)
+        self.error = error
+        self.failures = list(failures) if failures is not None else [(self.index, error)]
+        more = len(self.failures) - 1
+        reason = f"batch item {self.index}: {error.reason}"
+        if more > 0:
+            reason += f" (and {more} more failed item{'s' if more > 1 else ''}: " + ", ".join(
+                str(i) for i, _ in self.failures[1:9]) + (", ..." if more > 8 else "") + ")"
+        super().__init__(error.source, reason, error.kind)
+
+    def __reduce__(self):
+        return (type(self), (self.index, self.error, self.failures))
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Decoder:
+    """Bytes -> tensors with one fixed pre-processing.
+
+    channels: ChannelSet or spec (default "24S"); ignored for source "rgb".
+    size: crop side in pixels (default 448 -> 56x56 cube); used only when
+        ``geometry`` is None, otherwise the geometry's out_h x out_w decide.
+    source: "jpeg-coeffs" (default), "spatial" or "rgb" (see jpegfreq.cube).
+    stats: None (unnormalized), a jpegfreq.stats.Stats, its to_dict() or a
+        stats.json path; checked against channels/source/geometry here, once.
+    geometry: None = eval geometry for ``size``; a Geometry or Geometry dict.
+    dtype: "float32" (default) or "float16" output.
+    threads: decode_batch's worker threads (default: the CPUs this process
+        may run on); 1 decodes in the calling thread.
+    pin_memory: allocate decode_batch outputs in page-locked memory for fast,
+        asynchronous host-to-GPU copies.  Pinning needs CUDA: without it the
+        flag is ignored (``self.pin_memory`` then reads False).
+    strict: raise on libjpeg warnings (premature end, corrupt data) instead
+        of returning the partial image (default False).
+    max_pixels: pixel limit (None = jpegfreq's global limit, 0 = none).
+    """
+
+    def __init__(self, channels="24S", size: int = 448, source: str = "jpeg-coeffs",
+                 stats=None, geometry=None, dtype="float32", threads: Optional[int] = None,
+                 pin_memory: bool = False, strict: bool = False,
+                 max_pixels: Optional[int] = None):
+        import torch
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+        if isinstance(geometry, dict):
+            geometry = Geometry.from_dict(geometry)
+        elif geometry is None:
+            geometry = eval_geometry(int(size))
+        elif not isinstance(geometry, Geometry):
+            raise TypeError(f"geometry must be a Geometry, its dict or None, "
+                            f"not {type(geometry).__name__}")
+        if isinstance(stats, (str, os.PathLike)):
+            stats = Stats.load(stats)
+        elif isinstance(stats, dict):
+            stats = Stats.from_dict(stats)
+        elif stats is not None and not isinstance(stats, Stats):
+            raise TypeError(f"stats must be a Stats, its dict, a path or None, "
+                            f"not {type(stats).__name__}")
+        dtype = np.dtype(dtype).name if not isinstance(dtype, torch.dtype) else \
+            str(dtype).replace("torch.", "")
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be float32 or float16, not {dtype}")
+        if threads is None:
+            threads = _default_threads()
+        if int(threads) < 1:
+            raise ValueError(f"threads must be at least 1, not {threads}")
+
+        self.source = source
+        self.channels = None if source == "rgb" else (
+            channels if isinstance(channels, ChannelSet) else ChannelSet.parse(channels))
+        self.geometry = geometry
+        self.size = geometry.out_h if geometry.out_h == geometry.out_w else geometry.size
+        self.stats = stats
+        if stats is not None:  # a mismatch is an error now, not at the first request
+            stats.scale_offset(self.channels, source=source, geometry=geometry)
+        self.dtype = dtype
+        self.torch_dtype = getattr(torch, dtype)
+        self.threads = int(threads)
+        self.requested_pin_memory = bool(pin_memory)
+        self.pin_memory = bool(pin_memory) and torch.cuda.is_available()
+        self.strict = bool(strict)
+        self.max_pixels = max_pixels
+        if source == "rgb":
+            self.shape = (3, geometry.out_h, geometry.out_w)
+        else:
+            self.shape = (self.channels.count, geometry.out_h // 8, geometry.out_w // 8)
+        self.classes = None  # from_checkpoint fills in the checkpoint's class names
+        self._lock = threading.Lock()
+        self._executor = None
+
+    # -- construction -------------------------------------------------------
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_or_path, **kw) -> "Decoder":
+        """The exact eval pre-processing of a train.py checkpoint (path or loaded dict).
+
+        Channels, size, source, geometry and stats come from the checkpoint
+        (jpegfreq.checkpoint.preprocessing); ``kw`` may set only dtype, threads,
+        pin_memory, strict and max_pixels.  ``.classes`` gets the class names.
+        """
+        fixed = {"channels", "size", "source", "stats", "geometry"} & set(kw)
+        if fixed:
+            raise TypeError(f"from_checkpoint takes {', '.join(sorted(fixed))} from the "
+                            "checkpoint; build a Decoder(...) directly to change them")
+        ckpt = ckpt_or_path if isinstance(ckpt_or_path, dict) else load_checkpoint(ckpt_or_path)
+        pre = preprocessing(ckpt)
+        dec = cls(channels=pre["channels"] if pre["channels"] is not None else "24S",
+                  size=pre["size"], source=pre["source"], stats=pre["stats"],
+                  geometry=pre["geometry"], **kw)
+        dec.classes = ckpt.get("classes")
+        return dec
+
+    # -- one image ----------------------------------------------------------
+
+    def decode_numpy(self, data, warnings_out: Optional[list] = None) -> np.ndarray:
+        """decode() as a numpy array (no torch tensor wrapping)."""
+        return cube(data, self.channels if self.channels is not None else "24S",
+                    self.geometry.out_h,
+                    self.source, self.geometry, self.stats, self.dtype, self.strict,
+                    self.max_pixels, warnings_out=warnings_out)
+
+    def decode(self, data, warnings_out: Optional[list] = None):
+        """One image -> torch tensor ``self.shape`` = (C, H/8, W/8) (rgb: (3, H, W)).
+
+        data: JPEG bytes (any bytes-like) or a path.  warnings_out: a list that
+        receives libjpeg's warnings for a damaged file (jpeg-coeffs path).
+        Raises JpegError naming the problem.  Cost: one jpegfreq.cube call.
+        """
+        import torch
+        return torch.from_numpy(self.decode_numpy(data, warnings_out))
+
+    # -- batches ------------------------------------------------------------
+
+    def new_batch(self, n: int):
+        """An uninitialised (n, *self.shape) output tensor (pinned when enabled)."""
+        import torch
+        return torch.empty((int(n),) + self.shape, dtype=self.torch_dtype,
+                           pin_memory=self.pin_memory)
+
+    def decode_batch(self, items, errors: str = "raise", out=None,
+                     warnings_out: Optional[list] = None):
+        """Many images -> one (N, *self.shape) tensor, decoded by the thread pool.
+
+        items: a sequence of JPEG bytes (or paths).
+        errors: "raise" (default): if any item fails, raise BatchError naming
+            the first failed index and its source and reason (``.failures``
+            lists them all; every item is still attempted).  "return": return
+            ``(tensor, failures)`` where failures is ``[(index, JpegError)]``
+            in index order and the failed rows of the tensor are zero.
+        out: optional preallocated tensor (N, *self.shape) of this dtype,
+            contiguous, on the CPU (e.g. reused between calls, or new_batch()).
+        warnings_out: a list receiving ``(index, warning)`` for libjpeg warnings.
+        Results are written straight into the output tensor, which is pinned
+        when pin_memory is on and CUDA is available.  Cost: N cube calls spread
+        over ``threads`` threads (bench/bench_threads.py measures the scaling).
+        """
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
+        if isinstance(items, (bytes, bytearray, memoryview, str, os.PathLike)):
+            raise TypeError("decode_batch takes a sequence of images; use decode() for one")
+        items = list(items)
+        n = len(items)
+        if out is None:
+            out = self.new_batch(n)
+        else:
+            self._check_out(out, n)
+        target = out.numpy()  # shares memory with the tensor
+        failures: List[Tuple[int, JpegError]] = []
+        warns: List[Tuple[int, str]] = []
+
+        def work(counter):
+            # Workers pull the next index from a shared counter until none is
+            # left (next() on itertools.count is atomic under the GIL).
+            while True:
+                i = next(counter)
+                if i >= n:
+                    return
+                w = [] if warnings_out is not None else None
+                try:
+                    target[i] = self.decode_numpy(items[i], w)
+                except JpegError as e:
+                    target[i] = 0
+                    failures.append((i, e))
+                except Exception as e:
+                    e.add_note(f"while decoding batch item {i} ({source_name(items[i])})")
+                    raise
+                if w:
+                    warns.extend((i, msg) for msg in w)
+
+        workers = min(self.threads, n)
+        counter = itertools.count()
+        if workers <= 1:
+            work(counter)
+        else:
+            with self._lock:  # so that close() cannot shut the pool between these submits
+                pool = self._pool()
+                futures = [pool.submit(work, counter) for _ in range(workers)]
+            for f in futures:
+                f.result()
+        failures.sort(key=lambda t: t[0])
+        if warnings_out is not None:
+            warnings_out.extend(sorted(warns, key=lambda t: t[0]))
+        if errors == "return":
+            return out, failures
+        if failures:
+            i, e = failures[0]
+            raise BatchError(i, e, failures) from e
+        return out
+
+    def _check_out(self, out, n):
+        import torch
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"out must be a torch.Tensor, not {type(out).__name__}")
+        want = (n,) + self.shape
+        if tuple(out.shape) != want or out.dtype != self.torch_dtype:
+            raise ValueError(f"out must be {self.dtype} {want}, got {out.dtype} "
+                             f"{tuple(out.shape)}")
+        if out.device.type != "cpu" or not out.is_contiguous():
+            raise ValueError("out must be a contiguous CPU tensor")
+
+    # -- the pool -----------------------------------------------------------
+
+    def _pool(self) -> ThreadPoolExecutor:
+        # caller holds self._lock
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads,
+                                                thread_name_prefix="jpegfreq-decode")
+        return self._executor
+
+    def close(self) -> None:
+        """Stop the worker threads (waits for running batches).  Idempotent; the
+        Decoder stays usable: the next decode_batch starts a new pool."""
+        with self._lock:
+            pool, self._executor = self._executor, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        pool = getattr(self, "_executor", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def __getstate__(self):  # picklable (e.g. into DataLoader workers): no pool, no lock
+        state = self.__dict__.copy()
+        state["_executor"] = None
+        del state["_lock"]
+        del state["torch_dtype"]
+        return state
+
+    def __setstate__(self, state):
+        import torch
+        self.__dict__.update(state)
+        self.torch_dtype = getattr(torch, self.dtype)
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        what = "rgb" if self.channels is None else self.channels.name
+        return (f"Decoder({what}, source={self.source!r}, shape={self.shape}, "
+                f"dtype={self.dtype}, stats={'yes' if self.stats is not None else 'no'}, "
+                f"threads={self.threads}, pin_memory={self.pin_memory})")
