@@ -8,7 +8,7 @@
 /* ======================================================================== */
 
 /* T[up][0:L] += X[up][0:8] . W[8][L] for the n used rows; T rows `stride`
- * apart; L a multiple of 8.  Explicit 4-wide vectors keep the accumulators in
+ * apart; L a multiple of 8.  Explicit 8-wide vectors keep the accumulators in
  * registers (GCC/clang vector extensions; a scalar loop elsewhere). */
 #if defined(__GNUC__)
 static inline jf_v8 JF_IMPL(v8_load)(const float *p) { jf_v8 v; memcpy(&v, p, sizeof(v)); return v; }
@@ -65,14 +65,6 @@ static inline void JF_IMPL(block_times_w)(const float *X, int n, const float *W,
 #endif
 
 
-/* acc[0:n] += w * t[0:n]: the vertical pass's inner loop */
-static inline void JF_IMPL(axpy)(float *restrict acc, const float *restrict t, float w, size_t n)
-{
-    size_t e;
-    for (e = 0; e < n; e++)
-        acc[e] += w * t[e];
-}
-
 /* 1 + the index of the last block row (u) holding a non-zero coefficient. */
 static inline int JF_IMPL(block_rows_used)(const JCOEF *blk)
 {
@@ -87,6 +79,30 @@ static inline int JF_IMPL(block_rows_used)(const JCOEF *blk)
     return 0;
 }
 
+/* One 8-wide column segment of pass 2: rowacc[fu][e:e+8] = sum_i wr[i][fu] * rp[i][e:e+8]
+ * for the first NU kept u (accumulators stay in registers). */
+#define JF_PASS2_SEGMENT(NU)                                                        \
+    static inline void JF_IMPL(pass2_segment##NU)(const float *const *rp,           \
+                                                  float wr[][8], int nr, size_t e,  \
+                                                  float *rowacc, size_t stride)     \
+    {                                                                               \
+        jf_v8 a[NU];                                                                \
+        int i, fu;                                                                  \
+        for (fu = 0; fu < NU; fu++)                                                 \
+            a[fu] = (jf_v8){0, 0, 0, 0, 0, 0, 0, 0};                                \
+        for (i = 0; i < nr; i++) {                                                  \
+            jf_v8 t = JF_IMPL(v8_load)(rp[i] + e);                                  \
+            for (fu = 0; fu < NU; fu++)                                             \
+                a[fu] += wr[i][fu] * t;                                             \
+        }                                                                           \
+        for (fu = 0; fu < NU; fu++)                                                 \
+            JF_IMPL(v8_store)(rowacc + fu * stride + e, a[fu]);                     \
+    }
+JF_PASS2_SEGMENT(2)
+JF_PASS2_SEGMENT(4)
+JF_PASS2_SEGMENT(8)
+#undef JF_PASS2_SEGMENT
+
 static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
                                    const jf_axis *ax_w, const jf_comp_request *req, float *cube,
                                    int out_hb, int out_wb, int transpose, jf_status *st)
@@ -96,7 +112,8 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
     int U[8], V[8], nu = 0, nv = 0, nvp, ui[64], vi[64];
     int i, j, rmin, rmax, nrows, ob, ib, ret = -1;
     jf_band *Ap = NULL, *Bp = NULL;
-    float *Bt = NULL, *T = NULL, *acc = NULL, *W = NULL;
+    float *Bt = NULL, *T = NULL, *W = NULL, *rowacc = NULL;
+    size_t trowp;
     size_t *woff = NULL;
     int *wlen = NULL, L;
     size_t tstride;
@@ -145,14 +162,19 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
     nrows = rmax - rmin;
     /* B transposed to [ob][j][k][f] so that one dequantized row updates nv outputs */
     nvp = nv <= 2 ? 2 : nv <= 4 ? 4 : 8;
-    Bt = (float *)calloc((size_t)B.nob * B.nb * 8 * nvp, sizeof(float));
+    Bt = (float *)jf_scratch(0, sizeof(float) * (size_t)B.nob * B.nb * 8 * nvp);
+    if (Bt)
+        memset(Bt, 0, sizeof(float) * (size_t)B.nob * B.nb * 8 * nvp);
     /* which output column blocks read input column block ib: [oc_lo, oc_hi) */
-    oc_lo = (int *)malloc(sizeof(int) * ci->width_in_blocks);
-    oc_hi = (int *)malloc(sizeof(int) * ci->width_in_blocks);
+    oc_lo = (int *)jf_scratch(1, sizeof(int) * 2 * ci->width_in_blocks);
+    oc_hi = oc_lo ? oc_lo + ci->width_in_blocks : NULL;
     trow = (size_t)B.nob * nvp; /* floats per (input row, u') used by pass 2 */
-    rowsused = (uint8_t *)calloc((size_t)nrows + 1, 1);
-    acc = (float *)malloc(sizeof(float) * trow * nu);
-    if (!Bt || !oc_lo || !oc_hi || !rowsused || !acc) {
+    rowsused = (uint8_t *)jf_scratch(2, (size_t)nrows + 1);
+    if (rowsused)
+        memset(rowsused, 0, (size_t)nrows + 1);
+    trowp = (trow + 7) & ~(size_t)7;
+    rowacc = (float *)jf_scratch(3, sizeof(float) * trowp * 8);
+    if (!Bt || !oc_lo || !oc_hi || !rowsused || !rowacc) {
         snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
         st->kind = JF_ERR_MEMORY;
         goto done;
@@ -175,8 +197,8 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
             if (ob + 1 > oc_hi[ib]) oc_hi[ib] = ob + 1;
         }
     /* per input column block: W_ib[k][(oc - oc_lo) * nvp + f], L_ib a multiple of 8 */
-    woff = (size_t *)malloc(sizeof(size_t) * (ci->width_in_blocks + 1));
-    wlen = (int *)malloc(sizeof(int) * (ci->width_in_blocks + 1));
+    woff = (size_t *)jf_scratch(4, sizeof(size_t) * (ci->width_in_blocks + 1));
+    wlen = (int *)jf_scratch(5, sizeof(int) * (ci->width_in_blocks + 1));
     if (!woff || !wlen) {
         snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
         st->kind = JF_ERR_MEMORY;
@@ -192,8 +214,10 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
             L = len;
     }
     tstride = trow + L;
-    W = (float *)calloc(woff[ci->width_in_blocks] + 1, sizeof(float));
-    T = (float *)malloc(sizeof(float) * (size_t)nrows * 8 * tstride + 1);
+    W = (float *)jf_scratch(6, sizeof(float) * (woff[ci->width_in_blocks] + 1));
+    if (W)
+        memset(W, 0, sizeof(float) * (woff[ci->width_in_blocks] + 1));
+    T = (float *)jf_scratch(7, sizeof(float) * ((size_t)nrows * 8 * tstride + 1));
     if (!W || !T) {
         snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
         st->kind = JF_ERR_MEMORY;
@@ -250,24 +274,37 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
     }
 
     PROF(1, t0);
-    /* ---- pass 2: vertical; each intermediate row is read once per output
-     * block row and added into the accumulators of every kept u ---- */
+    /* ---- pass 2: vertical.  For each output block row, the non-zero
+     * intermediate rows it reads are listed once; then each 8-wide column
+     * segment is accumulated in registers for all kept u at once. ---- */
     for (ob = 0; ob < A.nob; ob++) {
-        int fu, n;
-        memset(acc, 0, sizeof(float) * trow * nu);
+        const float *rp[64];
+        float wr[64][8];
+        int nr = 0, n;
+        size_t e;
         for (j = 0; j < A.nb; j++) {
-            int r = A.start[ob] + j - rmin, up;
+            int r = A.start[ob] + j - rmin, up, fu;
             for (up = 0; up < rowsused[r]; up++) {
-                const float *t = T + ((size_t)r * 8 + up) * tstride;
-                for (fu = 0; fu < nu; fu++) {
-                    float w = A.w[(((size_t)ob * nu + fu) * A.nb + j) * 8 + up];
-                    if (w != 0.0f)
-                        JF_IMPL(axpy)(acc + (size_t)fu * trow, t, w, trow);
+                int any = 0;
+                for (fu = 0; fu < 8; fu++) {
+                    float w = fu < nu ? A.w[(((size_t)ob * nu + fu) * A.nb + j) * 8 + up] : 0.0f;
+                    wr[nr][fu] = w;
+                    any |= (w != 0.0f);
                 }
+                if (any)
+                    rp[nr++] = T + ((size_t)r * 8 + up) * tstride;
             }
         }
+        for (e = 0; e < trow; e += 8) {
+            if (nu <= 2)
+                JF_IMPL(pass2_segment2)(rp, wr, nr, e, rowacc, trowp);
+            else if (nu <= 4)
+                JF_IMPL(pass2_segment4)(rp, wr, nr, e, rowacc, trowp);
+            else
+                JF_IMPL(pass2_segment8)(rp, wr, nr, e, rowacc, trowp);
+        }
         for (n = 0; n < req->n; n++) {
-            const float *ac = acc + (size_t)ui[n] * trow + vi[n];
+            const float *ac = rowacc + (size_t)ui[n] * trowp + vi[n];
             float s = req->scale[n], o = req->offset[n];
             float *out = cube + (size_t)req->channel[n] * out_hb * out_wb;
             int oc;
@@ -286,15 +323,6 @@ done:
 #undef B
     jf_band_release(Ap);
     jf_band_release(Bp);
-    free(Bt);
-    free(W);
-    free(woff);
-    free(wlen);
-    free(oc_lo);
-    free(oc_hi);
-    free(T);
-    free(rowsused);
-    free(acc);
     return ret;
 }
 

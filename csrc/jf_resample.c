@@ -477,6 +477,57 @@ jf_band *jf_band_acquire(const jf_axis *ax, int in_blocks, const int *freqs, int
 }
 
 /* ======================================================================== */
+/* Scratch buffers: per thread, kept between calls                          */
+/* ======================================================================== */
+
+/* The operator's intermediate buffers are a few hundred KB: fresh malloc/free
+ * each image would mmap, fault in and unmap them every time. */
+#define JF_SCRATCH_SLOTS 8
+typedef struct {
+    void *p[JF_SCRATCH_SLOTS];
+    size_t cap[JF_SCRATCH_SLOTS];
+} jf_scratch_set;
+
+static pthread_key_t jf_scratch_key;
+static pthread_once_t jf_scratch_once = PTHREAD_ONCE_INIT;
+
+static void jf_scratch_free(void *v)
+{
+    jf_scratch_set *s = (jf_scratch_set *)v;
+    int i;
+    for (i = 0; i < JF_SCRATCH_SLOTS; i++)
+        free(s->p[i]);
+    free(s);
+}
+
+static void jf_scratch_init(void) { pthread_key_create(&jf_scratch_key, jf_scratch_free); }
+
+/* A thread-local buffer of at least `bytes` for role `slot`; contents undefined. */
+static void *jf_scratch(int slot, size_t bytes)
+{
+    jf_scratch_set *s;
+    pthread_once(&jf_scratch_once, jf_scratch_init);
+    s = (jf_scratch_set *)pthread_getspecific(jf_scratch_key);
+    if (s == NULL) {
+        s = (jf_scratch_set *)calloc(1, sizeof(*s));
+        if (s == NULL || pthread_setspecific(jf_scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (bytes == 0)
+        bytes = 1;
+    if (s->cap[slot] < bytes) {
+        void *p = realloc(s->p[slot], bytes + bytes / 4);
+        if (p == NULL)
+            return NULL;
+        s->p[slot] = p;
+        s->cap[slot] = bytes + bytes / 4;
+    }
+    return s->p[slot];
+}
+
+/* ======================================================================== */
 /* out = A Q B^T: the kernels, compiled twice (AVX2+FMA and generic)        */
 /* ======================================================================== */
 
