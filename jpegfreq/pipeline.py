@@ -47,6 +47,9 @@ def channel_set(channels) -> ChannelSet:
     return ChannelSet.parse(channels)
 
 
+_eval_geometry = functools.lru_cache(maxsize=32)(eval_geometry)
+
+
 def _as_channels(channels) -> ChannelSet:
     if isinstance(channels, ChannelSet):
         return channels
@@ -92,7 +95,7 @@ def cube(src, channels="24S", size: int = 448, source: str = "jpeg-coeffs",
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
-    geometry = geometry or eval_geometry(size)
+    geometry = geometry or _eval_geometry(size)
     if source == "rgb":
         return _finish(rgb_image(src, geometry, stats, max_pixels), dtype)
     cs = _as_channels(channels)
@@ -304,6 +307,7 @@ def rgb_image(src, geometry: Optional[Geometry] = None, stats=None, max_pixels=N
         out[i] = resample_plane(np.ascontiguousarray(rgb[..., i], np.float32), h, w, 1, 1, box,
                                 geometry.out_h, geometry.out_w, geometry.flip)
     out *= 1.0 / 255.0
+    np.clip(out, 0.0, 1.0, out=out)  # float32 rounding of 255 * (1/255) can give 1.0000001
     if stats is not None:
         scale, offset = stats.scale_offset(None, source="rgb", geometry=geometry)
         out *= scale[:, None, None]
