@@ -75,10 +75,19 @@ def count_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
+def _bytes(elements, label):
+    """Bytes per sample: the RGB image is uint8; cubes are float32 or float16."""
+    if label == "RGB":
+        return f"{elements:,} B uint8 (1.00)"
+    return (f"{4 * elements / 1024:,.0f} KiB ({4 * elements / RGB_ELEMENTS:.2f}) / "
+            f"{2 * elements / 1024:,.0f} KiB ({2 * elements / RGB_ELEMENTS:.2f})")
+
+
 def table():
     lines = [
-        "| model | input (shape) | channels | input elements (x RGB) | params (M) | GFLOPs |",
-        "|---|---|---|---|---|---|",
+        "| model | input (shape) | channels | input elements (x RGB) | input bytes fp32 / fp16 "
+        "(x uint8 RGB) | params (M) | GFLOPs |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, builder, kwargs, shape, label in ROWS:
         torch.manual_seed(0)
@@ -88,6 +97,7 @@ def table():
         lines.append(
             f"| {name} | {'x'.join(map(str, shape))} | {label} "
             f"| {elements:,} ({elements / RGB_ELEMENTS:.2f}) "
+            f"| {_bytes(elements, label)} "
             f"| {count_params(model) / 1e6:.3f} | {count_macs(model, x) / 1e9:.3f} |"
         )
     return "\n".join(lines)

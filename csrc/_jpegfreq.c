@@ -16,6 +16,20 @@
 
 #include "jf_core.h"
 
+#include <math.h>
+
+#define JF_MAX_OUT (1 << 16)      /* output pixels per axis */
+#define JF_MAX_COORD 1e7          /* |box coordinate| in source pixels */
+
+static int box_ok(const double *b)
+{
+    int i;
+    for (i = 0; i < 4; i++)
+        if (!isfinite(b[i]) || fabs(b[i]) > JF_MAX_COORD)
+            return 0;
+    return b[2] > b[0] && b[3] > b[1];
+}
+
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
@@ -607,16 +621,19 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
                                      &out_h, &out_w, &scale_o, &offset_o, &box_o, &resize, &flip,
                                      &orient, &max_pixels, &strict, &band_cutoff))
         return NULL;
-    if (out_h <= 0 || out_w <= 0 || out_h % 8 || out_w % 8) {
-        PyErr_Format(PyExc_ValueError, "output size %dx%d must be positive multiples of 8",
-                     out_h, out_w);
+    if (out_h <= 0 || out_w <= 0 || out_h % 8 || out_w % 8 || out_h > JF_MAX_OUT ||
+        out_w > JF_MAX_OUT) {
+        PyErr_Format(PyExc_ValueError,
+                     "output size %dx%d must be positive multiples of 8, at most %d", out_h,
+                     out_w, JF_MAX_OUT);
         return NULL;
     }
     if (box_o != Py_None) {
         if (!PyArg_ParseTuple(box_o, "dddd", &box[0], &box[1], &box[2], &box[3]))
             return NULL;
-        if (!(box[2] > box[0]) || !(box[3] > box[1])) {
-            PyErr_SetString(PyExc_ValueError, "box must be (x0, y0, x1, y1) with x1 > x0, y1 > y0");
+        if (!box_ok(box)) {
+            PyErr_SetString(PyExc_ValueError,
+                            "box must be finite (x0, y0, x1, y1) with x1 > x0, y1 > y0");
             return NULL;
         }
         have_box = 1;
@@ -775,8 +792,11 @@ static PyObject *py_axis_matrix(PyObject *self, PyObject *args, PyObject *kw)
     if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiddi|p", kwlist, &ax.image_size, &ax.comp_size,
                                      &ax.factor, &ax.box0, &ax.box1, &ax.out_size, &ax.flip))
         return NULL;
-    if (ax.image_size < 1 || ax.comp_size < 1 || ax.factor < 1 || ax.out_size < 1 ||
-        !(ax.box1 > ax.box0) || ax.out_size > (1 << 20) || ax.comp_size > (1 << 20)) {
+    if (ax.image_size < 1 || ax.comp_size < 1 || ax.factor < 1 || ax.factor > 16 ||
+        ax.out_size < 1 || !isfinite(ax.box0) || !isfinite(ax.box1) || !(ax.box1 > ax.box0) ||
+        fabs(ax.box0) > JF_MAX_COORD || fabs(ax.box1) > JF_MAX_COORD ||
+        ax.out_size > JF_MAX_OUT || ax.comp_size > (1 << 20) ||
+        (double)ax.out_size * ax.comp_size > 1e9) {
         PyErr_SetString(PyExc_ValueError, "bad axis geometry");
         return NULL;
     }
@@ -818,8 +838,9 @@ static PyObject *py_resample_plane(PyObject *self, PyObject *args, PyObject *kw)
     ah.box0 = box[1]; ah.box1 = box[3];
     aw.box0 = box[0]; aw.box1 = box[2];
     if (ah.image_size < 1 || aw.image_size < 1 || ah.factor < 1 || aw.factor < 1 ||
-        ah.comp_size < 1 || aw.comp_size < 1 || ah.out_size < 1 || aw.out_size < 1 ||
-        !(box[2] > box[0]) || !(box[3] > box[1])) {
+        ah.factor > 16 || aw.factor > 16 || ah.comp_size < 1 || aw.comp_size < 1 ||
+        ah.out_size < 1 || aw.out_size < 1 || ah.out_size > JF_MAX_OUT ||
+        aw.out_size > JF_MAX_OUT || !box_ok(box)) {
         Py_DECREF(plane);
         PyErr_SetString(PyExc_ValueError, "bad plane geometry");
         return NULL;
@@ -850,7 +871,7 @@ static PyObject *py_eval_box(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "iiiii", &w, &h, &resize, &ch, &cw))
         return NULL;
-    if (w < 1 || h < 1 || resize < 1 || ch < 1 || cw < 1) {
+    if (w < 1 || h < 1 || resize < 1 || ch < 1 || cw < 1 || resize > JF_MAX_OUT * 4) {
         PyErr_SetString(PyExc_ValueError, "sizes must be positive");
         return NULL;
     }

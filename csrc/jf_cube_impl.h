@@ -113,6 +113,8 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
     int i, j, rmin, rmax, nrows, ob, ib, ret = -1;
     jf_band *Ap = NULL, *Bp = NULL;
     float *Bt = NULL, *T = NULL, *W = NULL, *rowacc = NULL;
+    const float **rp = NULL;    /* pass 2: up to A.nb * 8 rows per output block row */
+    float (*wr)[8] = NULL;
     size_t trowp;
     size_t *woff = NULL;
     int *wlen = NULL, L;
@@ -218,7 +220,10 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
     if (W)
         memset(W, 0, sizeof(float) * (woff[ci->width_in_blocks] + 1));
     T = (float *)jf_scratch(7, sizeof(float) * ((size_t)nrows * 8 * tstride + 1));
-    if (!W || !T) {
+    /* heap, not a fixed 64: a strong downscale (8000x6000 to 448) reads 14+ blocks */
+    rp = (const float **)jf_scratch(8, sizeof(*rp) * (size_t)A.nb * 8);
+    wr = (float (*)[8])jf_scratch(9, sizeof(*wr) * (size_t)A.nb * 8);
+    if (!W || !T || !rp || !wr) {
         snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
         st->kind = JF_ERR_MEMORY;
         goto done;
@@ -278,8 +283,6 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
      * intermediate rows it reads are listed once; then each 8-wide column
      * segment is accumulated in registers for all kept u at once. ---- */
     for (ob = 0; ob < A.nob; ob++) {
-        const float *rp[64];
-        float wr[64][8];
         int nr = 0, n;
         size_t e;
         for (j = 0; j < A.nb; j++) {

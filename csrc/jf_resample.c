@@ -482,7 +482,7 @@ jf_band *jf_band_acquire(const jf_axis *ax, int in_blocks, const int *freqs, int
 
 /* The operator's intermediate buffers are a few hundred KB: fresh malloc/free
  * each image would mmap, fault in and unmap them every time. */
-#define JF_SCRATCH_SLOTS 8
+#define JF_SCRATCH_SLOTS 10
 typedef struct {
     void *p[JF_SCRATCH_SLOTS];
     size_t cap[JF_SCRATCH_SLOTS];
