@@ -56,7 +56,8 @@ static int input_parse(PyObject *src, jf_input *in)
         return in->path ? 0 : -1;
     }
     if (PyObject_GetBuffer(src, &in->view, PyBUF_SIMPLE) != 0) {
-        PyErr_Format(PyExc_TypeError, "src must be a path or a bytes-like object, not %.100s",
+        PyErr_Format(PyExc_TypeError,
+                     "src must be a path or a contiguous bytes-like object, not %.100s",
                      Py_TYPE(src)->tp_name);
         return -1;
     }

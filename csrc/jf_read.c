@@ -9,6 +9,7 @@
 #include "jf_core.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <jerror.h>
@@ -176,6 +177,9 @@ int jf_open(jf_decoder *d, const uint8_t *buf, size_t len, long long max_pixels,
     if (len < 4 || buf[0] != 0xFF || buf[1] != 0xD8) {
         if (len == 0)
             set_error(st, JF_ERR_JPEG, "empty input: no JPEG data");
+        else if (len >= 2 && buf[0] == 0xFF && buf[1] == 0xD8)
+            snprintf(st->msg, JF_MSG_LEN, "truncated JPEG: nothing after the start marker "
+                     "(%zu bytes)", len), st->kind = JF_ERR_JPEG;
         else if (len >= 8 && memcmp(buf, "\x89PNG\r\n\x1a\n", 8) == 0)
             set_error(st, JF_ERR_JPEG, "not a JPEG file: this is PNG data");
         else if (len >= 2)
@@ -416,6 +420,7 @@ void jf_close(jf_decoder *d)
 int jf_read_file(const char *path, uint8_t **buf, size_t *len, jf_status *st)
 {
     FILE *f = fopen(path, "rb");
+    struct stat sb;
     long size;
     size_t got;
 
@@ -424,6 +429,13 @@ int jf_read_file(const char *path, uint8_t **buf, size_t *len, jf_status *st)
     if (f == NULL) {
         snprintf(st->msg, JF_MSG_LEN, "cannot open: %s", strerror(errno));
         st->kind = JF_ERR_IO;
+        return -1;
+    }
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        snprintf(st->msg, JF_MSG_LEN, "cannot read: %s",
+                 S_ISDIR(sb.st_mode) ? "is a directory" : "not a regular file");
+        st->kind = JF_ERR_IO;
+        fclose(f);
         return -1;
     }
     if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
@@ -570,15 +582,20 @@ size_t jf_progressive_cutoff(const uint8_t *buf, size_t len, const jf_header *h,
             return len;
         if (marker == 0xDA) {
             const uint8_t *s = buf + pos + 4;
-            unsigned ns = s[0], i, ss, se, al, k;
-            int comps[JF_MAX_COMPONENTS], nc = 0, complete = 1;
+            unsigned ns = seglen > 2 ? s[0] : 0, i, ss, se, al, k; /* s[0] may lie past len */
+            int comps[JF_MAX_COMPONENTS], nc = 0, complete = 1, used = 0;
             if (seglen < 6 + 2 * ns || ns > JF_MAX_COMPONENTS)
                 return len;
+            /* each scan component is the first unused frame component with its
+             * id, as libjpeg maps them: duplicate ids must not overrun comps[] */
             for (i = 0; i < ns; i++) {
                 int id = s[1 + 2 * i], j;
                 for (j = 0; j < h->num_components; j++)
-                    if (h->comp[j].id == id)
+                    if (h->comp[j].id == id && !(used & (1 << j))) {
+                        used |= 1 << j;
                         comps[nc++] = j;
+                        break;
+                    }
             }
             ss = s[1 + 2 * ns];
             se = s[2 + 2 * ns];

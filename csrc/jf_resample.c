@@ -575,8 +575,9 @@ void jf_eval_box(int width, int height, int resize, int crop_h, int crop_w, doub
     }
     sx = (double)width / rw;
     sy = (double)height / rh;
-    top = (int)floor((rh - crop_h) / 2.0 + 0.5);
-    left = (int)floor((rw - crop_w) / 2.0 + 0.5);
+    /* Python's round(): halves to even, as torchvision's CenterCrop */
+    top = (int)nearbyint((rh - crop_h) / 2.0);
+    left = (int)nearbyint((rw - crop_w) / 2.0);
     box[0] = left * sx;
     box[1] = top * sy;
     box[2] = (left + crop_w) * sx;
