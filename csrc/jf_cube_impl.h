@@ -68,15 +68,16 @@ static inline void JF_IMPL(block_times_w)(const float *X, int n, const float *W,
 /* 1 + the index of the last block row (u) holding a non-zero coefficient. */
 static inline int JF_IMPL(block_rows_used)(const JCOEF *blk)
 {
+    /* branch-free: a bit per non-zero row, then the highest set bit */
+    unsigned m = 0;
     int up;
-    for (up = 7; up >= 0; up--) {
+    for (up = 0; up < 8; up++) {
         uint64_t a, b;
         memcpy(&a, blk + 8 * up, 8);
         memcpy(&b, blk + 8 * up + 4, 8);
-        if (a | b)
-            return up + 1;
+        m |= (unsigned)((a | b) != 0) << up;
     }
-    return 0;
+    return m ? 32 - __builtin_clz(m) : 0;
 }
 
 /* One 8-wide column segment of pass 2: rowacc[fu][e:e+8] = sum_i wr[i][fu] * rp[i][e:e+8]
@@ -110,7 +111,7 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
     j_decompress_ptr cinfo = &d->cinfo;
     const jf_comp_info *ci = &d->hdr.comp[c];
     int U[8], V[8], nu = 0, nv = 0, nvp, ui[64], vi[64];
-    int i, j, rmin, rmax, nrows, ob, ib, ret = -1;
+    int i, j, rmin, rmax, nrows, cmin, cmax, ob, ib, ret = -1;
     jf_band *Ap = NULL, *Bp = NULL;
     float *Bt = NULL, *T = NULL, *W = NULL, *rowacc = NULL;
     const float **rp = NULL;    /* pass 2: up to A.nb * 8 rows per output block row */
@@ -242,6 +243,14 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
     }
     for (i = 0; i < 64; i++)
         q[i] = (float)d->quant[c][i];
+    /* input column blocks that feed some output: [cmin, cmax) */
+    cmin = ci->width_in_blocks;
+    cmax = 0;
+    for (ib = 0; ib < ci->width_in_blocks; ib++)
+        if (oc_lo[ib] < oc_hi[ib]) {
+            if (ib < cmin) cmin = ib;
+            cmax = ib + 1;
+        }
 
     if (setjmp(d->err.jmp))
         goto done;
@@ -257,23 +266,18 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
             (j_common_ptr)cinfo, d->coefs[c], (JDIMENSION)(rmin + i), 1, FALSE);
         float *Ti = T + (size_t)i * 8 * tstride;
         int zeroed = 0;
-        for (ib = 0; ib < ci->width_in_blocks; ib++) {
+        for (ib = cmin; ib < cmax; ib++) {
             const JCOEF *blk = rows[0][ib];
             float X[64];
             int n, k;
-            if (oc_lo[ib] >= oc_hi[ib])
-                continue;
             n = JF_IMPL(block_rows_used)(blk);
-            if (n == 0)
+            if (n == 0 || oc_lo[ib] >= oc_hi[ib])
                 continue;
             while (zeroed < n)  /* first use of an intermediate row: zero it */
                 memset(Ti + (size_t)(zeroed++) * tstride, 0, sizeof(float) * tstride);
-            for (k = 0; k < 8 * n; k++)
+            for (k = 0; k < 64; k++)  /* all 64: fixed length vectorizes fully */
                 X[k] = (float)blk[k] * q[k];
             JF_IMPL(block_times_w)(X, n, W + woff[ib], wlen[ib], Ti + (size_t)oc_lo[ib] * nvp, tstride);
-#ifdef JF_PROFILE
-            jf_prof[4 + c] += 1; jf_prof[7 + c] += n; jf_prof[10 + c] += wlen[ib];
-#endif
         }
         rowsused[i] = zeroed;
     }
