@@ -26,6 +26,7 @@ __all__ = [
     "rgb_image", "Geometry", "eval_geometry", "sample_train", "Header", "Coefficients",
     "set_max_pixels", "get_max_pixels", "DEFAULT_MAX_PIXELS", "SOURCES",
     "SpatialFallbackWarning", "libjpeg_version", "libjpeg_turbo", "arithmetic_decoding",
+    "Stats", "Decoder", "BatchError", "load_model",
 ]
 
 
@@ -33,7 +34,10 @@ def __getattr__(name):  # lazy: Stats and Decoder pull in more modules
     if name == "Stats":
         from .stats import Stats
         return Stats
-    if name == "Decoder":
-        from .serving import Decoder
-        return Decoder
+    if name in ("Decoder", "BatchError"):
+        from . import serving
+        return getattr(serving, name)
+    if name == "load_model":
+        from .checkpoint import load_model
+        return load_model
     raise AttributeError(name)

@@ -285,7 +285,7 @@ def _grid_lines(values, selected, fmt, indent="    "):
         for v in range(8):
             k = 8 * u + v
             cells.append(f"{fmt(values[k]):>7}{'*' if k in sel else ' '}")
-        lines.append(f"{indent}u={u}  " + "".join(cells))
+        lines.append((f"{indent}u={u}  " + "".join(cells)).rstrip())
     return lines
 
 
@@ -331,9 +331,10 @@ def format_report(report: dict) -> str:
     for comp in report["components"]:
         ident = "-" if comp["id"] is None else comp["id"]
         qt = "-" if comp["quant_table"] is None else comp["quant_table"]
-        add(f"             {comp['name']:<4} {ident!s:>3}  {comp['h_samp']}x{comp['v_samp']}       "
-            f"{comp['samples'][0]}x{comp['samples'][1]:<9} "
-            f"{comp['blocks'][0]}x{comp['blocks'][1]:<7}  {qt}")
+        samples = f"{comp['samples'][0]}x{comp['samples'][1]}"
+        blocks = f"{comp['blocks'][0]}x{comp['blocks'][1]}"
+        add(f"             {comp['name']:<4} {ident!s:>3}  {comp['h_samp']}x{comp['v_samp']}"
+            f"       {samples:<11} {blocks:<10} {qt}")
     for t, quant in report["quant_tables"].items():
         users = ", ".join(c["name"] for c in report["components"] if str(c["quant_table"]) == t)
         add("")

@@ -74,8 +74,8 @@ class Decoder:
         stats.json path; checked against channels/source/geometry here, once.
     geometry: None = eval geometry for ``size``; a Geometry or Geometry dict.
     dtype: "float32" (default) or "float16" output.
-    threads: decode_batch's worker threads (default: the CPUs this process
-        may run on); 1 decodes in the calling thread.
+    threads: threads decoding one batch, the calling thread included (default:
+        the CPUs this process may run on); 1 decodes in the calling thread only.
     pin_memory: allocate decode_batch outputs in page-locked memory for fast,
         asynchronous host-to-GPU copies.  Pinning needs CUDA: without it the
         flag is ignored (``self.pin_memory`` then reads False).
@@ -231,21 +231,26 @@ class Decoder:
                     target[i] = 0
                     failures.append((i, e))
                 except Exception as e:
-                    e.add_note(f"while decoding batch item {i} ({source_name(items[i])})")
+                    if hasattr(e, "add_note"):  # Python 3.11+
+                        e.add_note(f"while decoding batch item {i} ({source_name(items[i])})")
                     raise
                 if w:
                     warns.extend((i, msg) for msg in w)
 
         workers = min(self.threads, n)
         counter = itertools.count()
-        if workers <= 1:
-            work(counter)
-        else:
+        futures = []
+        if workers > 1:
             with self._lock:  # so that close() cannot shut the pool between these submits
                 pool = self._pool()
-                futures = [pool.submit(work, counter) for _ in range(workers)]
-            for f in futures:
-                f.result()
+                futures = [pool.submit(work, counter) for _ in range(workers - 1)]
+        try:
+            work(counter)  # the calling thread is one of the workers
+        finally:
+            for f in futures:  # no worker may still write into `out` once we return
+                f.exception()
+        for f in futures:
+            f.result()
         failures.sort(key=lambda t: t[0])
         if warnings_out is not None:
             warnings_out.extend(sorted(warns, key=lambda t: t[0]))
@@ -270,9 +275,9 @@ class Decoder:
     # -- the pool -----------------------------------------------------------
 
     def _pool(self) -> ThreadPoolExecutor:
-        # caller holds self._lock
+        # caller holds self._lock; the calling thread is a worker too, hence threads - 1
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.threads,
+            self._executor = ThreadPoolExecutor(max(1, self.threads - 1),
                                                 thread_name_prefix="jpegfreq-decode")
         return self._executor
 

@@ -1,0 +1,545 @@
+"""jpegfreq.serving.Decoder and examples/serve.py.
+
+Thread-safety: 8 threads sharing one Decoder (half through decode_batch, half
+through decode) give bitwise the results of a serial run.  The file count is
+JPEGFREQ_THREAD_TEST_FILES (default 1000 JPEGs of every factory kind, about
+20 s of CPU for that test; measured 45 s wall on 2 shared, busy cores).
+The server tests start examples/serve.py on a free loopback port with a tiny
+random-weight resnet18_dct checkpoint made here.
+"""
+import http.client
+import json
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import jpegfreq
+from jpegfreq import ChannelSet, JpegError
+from jpegfreq.checkpoint import build_model, save_checkpoint
+from jpegfreq.geometry import Geometry, eval_geometry, sample_train
+from jpegfreq.serving import BatchError, Decoder
+from jpegfreq.stats import Stats, StatsAccumulator
+
+from jpeg_factory import CASES, damaged, make_jpeg
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+THREAD_TEST_FILES = int(os.environ.get("JPEGFREQ_THREAD_TEST_FILES", "1000"))
+
+pytestmark = pytest.mark.filterwarnings("ignore::jpegfreq.SpatialFallbackWarning")
+
+
+def mixed_jpegs(n):
+    """n JPEGs cycling through every valid factory case, each with its own picture."""
+    return [make_jpeg(CASES[i % len(CASES)], seed=i) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def many():
+    return mixed_jpegs(THREAD_TEST_FILES)
+
+
+@pytest.fixture(scope="module")
+def few():
+    return mixed_jpegs(2 * len(CASES))
+
+
+def _stats(cs, size, source="jpeg-coeffs"):
+    """Real pooled statistics of a few generated files (what train.py would store)."""
+    geometry = eval_geometry(size)
+    acc = StatsAccumulator(cs.count)
+    for i in range(6):
+        acc.update(jpegfreq.cube(make_jpeg("baseline-420", seed=100 + i), cs, size, source))
+    return acc.result(cs, source, (geometry.out_h, geometry.out_w), geometry.to_dict())
+
+
+def make_checkpoint(path=None, channels="24S", size=224, source="jpeg-coeffs", num_classes=5,
+                    arch="resnet18"):
+    """A tiny train.py-style checkpoint (random weights) holding every documented key."""
+    torch.manual_seed(0)
+    rgb = source == "rgb"
+    cs = None if rgb else ChannelSet.parse(channels)
+    geometry = eval_geometry(size)
+    if rgb:
+        acc = StatsAccumulator(3)
+        for i in range(4):
+            acc.update(jpegfreq.cube(make_jpeg("baseline-444", seed=200 + i), size=size,
+                                     source="rgb"))
+        stats = acc.result(None, "rgb", (size, size), geometry.to_dict())
+    else:
+        stats = _stats(cs, size, source)
+    net = build_model(arch, source, cs, num_classes)
+    ckpt = {
+        "model": net.state_dict(), "optimizer": None, "scheduler": None, "epoch": 0,
+        "args": {"arch": arch, "channels": channels, "size": size, "source": source},
+        "arch": arch, "num_classes": num_classes,
+        "classes": [f"class_{i}" for i in range(num_classes)],
+        "source": source, "channels": None if rgb else cs.spec, "size": size,
+        "geometry": geometry.to_dict(), "stats": stats.to_dict(), "gate": False,
+        "best_acc1": 0.0,
+    }
+    if path is not None:
+        save_checkpoint(path, ckpt)
+    return ckpt
+
+
+# ---------------------------------------------------------------------------
+# One image
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("source", ["jpeg-coeffs", "spatial", "rgb"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_decode_is_the_cube(few, source, dtype):
+    dec = Decoder("32S", size=224, source=source, dtype=dtype, threads=1)
+    for data in few[:len(CASES)]:
+        want = jpegfreq.cube(data, "32S", 224, source, dtype=dtype)
+        got = dec.decode(data)
+        assert isinstance(got, torch.Tensor)
+        assert tuple(got.shape) == dec.shape == want.shape
+        assert got.dtype == getattr(torch, dtype)
+        assert np.array_equal(got.numpy(), want)
+
+
+def test_shapes_of_sizes_and_geometry():
+    assert Decoder().shape == (24, 56, 56)
+    assert Decoder("64S", size=896).shape == (64, 112, 112)
+    assert Decoder(source="rgb", size=224).shape == (3, 224, 224)
+    g = Geometry(out_h=96, out_w=160, box=(0, 0, 128, 96))
+    dec = Decoder("6S", geometry=g)
+    assert dec.shape == (6, 12, 20)
+    assert tuple(dec.decode(make_jpeg("baseline-420")).shape) == (6, 12, 20)
+    # a sampled train geometry is reproduced exactly
+    g = sample_train(128, 96, size=224, rng=3)
+    data = make_jpeg("baseline-420")
+    assert np.array_equal(Decoder(geometry=g.to_dict()).decode(data).numpy(),
+                          jpegfreq.cube(data, "24S", geometry=g))
+
+
+def test_decode_accepts_bytes_like_and_paths(tmp_path):
+    data = make_jpeg("baseline-422")
+    want = jpegfreq.cube(data)
+    path = tmp_path / "a b's.jpg"
+    path.write_bytes(data)
+    dec = Decoder()
+    for src in (data, bytearray(data), memoryview(data), np.frombuffer(data, np.uint8),
+                str(path), path):
+        assert np.array_equal(dec.decode(src).numpy(), want)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="source must be one of"):
+        Decoder(source="pixels")
+    with pytest.raises(ValueError, match="dtype must be float32 or float16"):
+        Decoder(dtype="float64")
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        Decoder(threads=0)
+    with pytest.raises(ValueError, match="unknown channel set preset"):
+        Decoder("25Q")
+    with pytest.raises(TypeError, match="geometry must be"):
+        Decoder(geometry=(448, 448))
+    with pytest.raises(TypeError, match="sequence of images"):
+        Decoder().decode_batch(make_jpeg("baseline-420"))
+    with pytest.raises(ValueError, match="errors must be"):
+        Decoder().decode_batch([], errors="ignore")
+
+
+def test_stats_mismatch_is_an_error_at_construction(tmp_path):
+    st = _stats(ChannelSet.parse("24S"), 224)
+    with pytest.raises(ValueError, match="224x224"):
+        Decoder("24S", size=448, stats=st)
+    with pytest.raises(ValueError, match="lack channels"):
+        Decoder("64S", size=224, stats=st)
+    # a path and a dict work like the object
+    st.save(tmp_path / "stats.json")
+    data = make_jpeg("baseline-420")
+    want = jpegfreq.cube(data, "24S", 224, stats=st)
+    for s in (st, st.to_dict(), str(tmp_path / "stats.json")):
+        assert np.array_equal(Decoder("24S", 224, stats=s).decode(data).numpy(), want)
+
+
+def test_strict_and_warnings():
+    data = dict(damaged(make_jpeg("baseline-420")))["truncated-50pct"]
+    dec = Decoder()
+    warns = []
+    dec.decode(data, warnings_out=warns)
+    assert any("Premature end" in w for w in warns)
+    with pytest.raises(JpegError, match="Premature end"):
+        Decoder(strict=True).decode(data)
+    batch_warns = []
+    good = make_jpeg("baseline-420")
+    dec.decode_batch([good, data, good], warnings_out=batch_warns)
+    assert batch_warns and {i for i, _ in batch_warns} == {1}
+
+
+def test_pin_memory_only_with_cuda():
+    dec = Decoder(pin_memory=True)
+    assert dec.requested_pin_memory
+    assert dec.pin_memory == torch.cuda.is_available()
+    out = dec.decode_batch([make_jpeg("baseline-420")])
+    assert out.is_pinned() == torch.cuda.is_available()
+
+
+# ---------------------------------------------------------------------------
+# Batches
+# ---------------------------------------------------------------------------
+
+def test_decode_batch_matches_decode(few):
+    dec = Decoder(threads=2)
+    out = dec.decode_batch(few)
+    assert tuple(out.shape) == (len(few), 24, 56, 56) and out.dtype == torch.float32
+    for i, data in enumerate(few):
+        assert np.array_equal(out[i].numpy(), jpegfreq.cube(data)), i
+    assert tuple(dec.decode_batch([]).shape) == (0, 24, 56, 56)
+    dec.close()
+
+
+def test_decode_batch_into_out(few):
+    dec = Decoder(dtype="float16", threads=2)
+    buf = dec.new_batch(len(few))
+    buf.fill_(7)
+    assert dec.decode_batch(few, out=buf) is buf
+    assert torch.equal(buf, dec.decode_batch(few))
+    with pytest.raises(ValueError, match=r"out must be float16 \(3, 24, 56, 56\)"):
+        dec.decode_batch(few[:3], out=buf)
+    with pytest.raises(ValueError, match="out must be float16"):
+        dec.decode_batch(few, out=torch.empty(buf.shape))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        dec.decode_batch(few, out=np.empty(buf.shape, np.float16))
+
+
+def _broken_batch():
+    good = [make_jpeg("baseline-420", seed=i) for i in range(6)]
+    bad = dict(damaged(good[0]))
+    items = list(good)
+    items[1] = bad["truncated-in-header"]
+    items[4] = bad["png"]
+    items.append(b"")
+    return items, {1: "Bogus Huffman table", 4: "PNG", 6: "empty input"}
+
+
+def test_decode_batch_raises_naming_the_item():
+    items, bad = _broken_batch()
+    dec = Decoder(threads=2)
+    with pytest.raises(BatchError, match=r"batch item 1: Bogus Huffman table.*2 more failed "
+                                         r"items: 4, 6") as info:
+        dec.decode_batch(items)
+    e = info.value
+    assert isinstance(e, JpegError) and isinstance(e.__cause__, JpegError)
+    assert e.index == 1 and e.source == "<bytes: 194>" and e.kind == "jpeg"
+    assert [i for i, _ in e.failures] == sorted(bad)
+    for i, err in e.failures:
+        assert bad[i] in err.reason
+    assert str(e).startswith("<bytes: 194>: batch item 1: ")
+    again = pickle.loads(pickle.dumps(e))  # crosses process boundaries intact
+    assert (type(again), again.index, str(again)) == (BatchError, 1, str(e))
+
+
+def test_decode_batch_errors_return(tmp_path):
+    items, bad = _broken_batch()
+    items[2] = str(tmp_path / "missing.jpg")  # paths work too; a missing one is an io error
+    bad[2] = "missing.jpg"
+    dec = Decoder(threads=2)
+    out, failures = dec.decode_batch(items, errors="return")
+    assert [i for i, _ in failures] == sorted(bad)
+    for i, err in failures:
+        assert isinstance(err, JpegError)
+        assert bad[i] in (err.reason if i != 2 else err.source)
+        assert torch.count_nonzero(out[i]) == 0  # failed rows are zero, never stale
+    assert failures[1][1].kind == "io"
+    for i, data in enumerate(items):
+        if i not in bad:
+            assert np.array_equal(out[i].numpy(), jpegfreq.cube(data))
+
+
+def test_decode_batch_serial_and_one_thread_agree(few):
+    a = Decoder(threads=1).decode_batch(few)
+    b = Decoder(threads=2).decode_batch(few)
+    assert torch.equal(a, b)
+
+
+def test_non_jpeg_errors_propagate_with_the_index():
+    dec = Decoder(threads=2)
+    with pytest.raises(TypeError) as info:
+        dec.decode_batch([make_jpeg("baseline-420"), 12345])
+    assert any("batch item 1" in n for n in getattr(info.value, "__notes__", []))
+
+
+def _serial_reference(dec, files):
+    return torch.stack([dec.decode(d) for d in files])
+
+
+def _hammer(dec, files, n_threads=8, chunk=64):
+    """n_threads threads, all on one Decoder: half decode in batches, half one by one."""
+    results = [None] * n_threads
+    errors = []
+    barrier = threading.Barrier(n_threads)
+
+    def run(t):
+        try:
+            barrier.wait()
+            if t % 2 == 0:
+                parts = [dec.decode_batch(files[i:i + chunk]) for i in range(0, len(files), chunk)]
+                results[t] = torch.cat(parts)
+            else:
+                results[t] = torch.stack([dec.decode(d) for d in files])
+        except BaseException as e:  # reported below, with the thread number
+            errors.append((t, e))
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    return results
+
+
+def test_threads_bitwise_equal_to_serial(many):
+    dec = Decoder("24S", threads=4)
+    reference = _serial_reference(dec, many)
+    results = _hammer(dec, many)
+    for t, r in enumerate(results):
+        assert torch.equal(r, reference), f"thread {t} differs from the serial run"
+    dec.close()
+
+
+@pytest.mark.parametrize("source", ["spatial", "rgb"])
+def test_threads_bitwise_equal_to_serial_other_sources(many, source):
+    files = many[:3 * len(CASES)]
+    dec = Decoder("24S", size=224, source=source, threads=3)
+    reference = _serial_reference(dec, files)
+    for t, r in enumerate(_hammer(dec, files, chunk=16)):
+        assert torch.equal(r, reference), f"thread {t} differs from the serial run"
+
+
+def test_close_is_safe_while_other_threads_decode(few):
+    few = few[:8]
+    dec = Decoder(threads=2)
+    reference = dec.decode_batch(few)
+    stop = threading.Event()
+    errors = []
+
+    def user():
+        try:
+            while not stop.is_set():
+                assert torch.equal(dec.decode_batch(few), reference)
+        except BaseException as e:
+            errors.append(e)
+
+    users = [threading.Thread(target=user) for _ in range(3)]
+    for u in users:
+        u.start()
+    for _ in range(20):
+        dec.close()
+        time.sleep(0.005)
+    stop.set()
+    for u in users:
+        u.join()
+    assert not errors, errors
+    with dec as same:
+        assert torch.equal(same.decode_batch(few), reference)
+    assert dec._executor is None  # the context manager closed the pool
+
+
+def test_decoder_pickles_without_its_pool(few):
+    dec = Decoder("48S", size=224, threads=2)
+    dec.decode_batch(few[:4])
+    clone = pickle.loads(pickle.dumps(dec))
+    assert clone._executor is None
+    assert torch.equal(clone.decode_batch(few[:4]), dec.decode_batch(few[:4]))
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("source,channels", [("jpeg-coeffs", "24S"), ("spatial", "32S"),
+                                             ("rgb", None)])
+def test_from_checkpoint_reproduces_the_eval_preprocessing(tmp_path, few, source, channels):
+    path = tmp_path / "ckpt.pth"
+    ckpt = make_checkpoint(path, channels=channels or "24S", source=source, size=224)
+    geometry = Geometry.from_dict(ckpt["geometry"])
+    stats = Stats.from_dict(ckpt["stats"])
+    for src in (str(path), ckpt):
+        dec = Decoder.from_checkpoint(src, threads=2)
+        assert dec.classes == ckpt["classes"]
+        assert dec.source == source
+        assert dec.geometry == geometry
+        batch = dec.decode_batch(few[:12])
+        for i, data in enumerate(few[:12]):
+            want = jpegfreq.cube(data, channels or "24S", 224, source, geometry, stats)
+            assert np.array_equal(dec.decode(data).numpy(), want)
+            assert np.array_equal(batch[i].numpy(), want)
+
+
+def test_from_checkpoint_keeps_the_preprocessing_fixed(tmp_path):
+    ckpt = make_checkpoint(None)
+    with pytest.raises(TypeError, match="takes channels, size from the checkpoint"):
+        Decoder.from_checkpoint(ckpt, channels="64S", size=448)
+    dec = Decoder.from_checkpoint(ckpt, dtype="float16", threads=1, strict=True)
+    assert dec.dtype == "float16" and dec.strict and dec.threads == 1
+
+
+def test_load_model_is_reexported_and_runs(tmp_path):
+    from jpegfreq import checkpoint, serving
+    assert serving.load_model is checkpoint.load_model
+    path = tmp_path / "ckpt.pth"
+    make_checkpoint(path)
+    model = serving.load_model(str(path))
+    assert not model.training
+    dec = Decoder.from_checkpoint(str(path))
+    with torch.inference_mode():
+        logits = model(dec.decode_batch([make_jpeg("baseline-420"), make_jpeg("gray")]))
+    assert tuple(logits.shape) == (2, 5) and torch.isfinite(logits).all()
+
+
+# ---------------------------------------------------------------------------
+# examples/serve.py
+# ---------------------------------------------------------------------------
+
+class _Server:
+    def __init__(self, ckpt_path, log_path, *extra):
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "examples", "serve.py"), "--checkpoint",
+             str(ckpt_path), "--host", "127.0.0.1", "--port", "0", "--topk", "3",
+             "--threads", "2", "--torch-threads", "1", *extra],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self._first_line(timeout=120)
+        assert line.startswith("listening on http://127.0.0.1:"), line
+        self.port = int(line.split(":")[2].split()[0])
+
+    def _first_line(self, timeout):
+        box = []
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()))
+        reader.daemon = True
+        reader.start()
+        reader.join(timeout)
+        if not box or not box[0]:
+            self.stop()
+            raise AssertionError("server did not start: " + open(self.log.name).read()[-2000:])
+        return box[0]
+
+    def request(self, method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    d = tmp_path_factory.mktemp("serve")
+    ckpt = make_checkpoint(d / "ckpt.pth")
+    srv = _Server(d / "ckpt.pth", d / "server.log")
+    srv.ckpt = ckpt
+    yield srv
+    srv.stop()
+
+
+def test_server_health(server):
+    status, body = server.request("GET", "/health")
+    assert status == 200
+    assert body["status"] == "ok" and body["num_classes"] == 5
+    assert body["source"] == "jpeg-coeffs" and body["channels"] == "24S"
+    assert body["input_shape"] == [24, 28, 28]
+    assert server.request("GET", "/nowhere")[0] == 404
+
+
+@pytest.mark.parametrize("case", ["baseline-420", "progressive-444", "gray", "cmyk",
+                                  "exif-orientation-6", "tiny-1x1"])
+def test_server_classifies_jpegs(server, case):
+    data = make_jpeg(case, seed=5)
+    status, body = server.request("POST", "/predict", data)
+    assert status == 200, body
+    top = body["top"]
+    assert len(top) == 3 and body["ms"] > 0
+    probs = [t["prob"] for t in top]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-5
+    assert all(t["name"] == f"class_{t['class']}" for t in top)
+    # the same answer as the model run in this process on the checkpoint's pre-processing
+    model = jpegfreq.serving.load_model(server.ckpt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x = Decoder.from_checkpoint(server.ckpt).decode(data)[None]
+    with torch.inference_mode():
+        p = torch.softmax(model(x), 1)[0]
+    for t in top:
+        assert abs(p[t["class"]].item() - t["prob"]) < 1e-4
+
+
+def _broken():
+    base = make_jpeg("baseline-420")
+    bad = dict(damaged(base))
+    return [("truncated-header", bad["truncated-in-header"], "Huffman"),
+            ("png", bad["png"], "PNG"),
+            ("random-bytes", bad["random-bytes"], "not a JPEG"),
+            ("empty", b"", "empty"),
+            ("tables-only", base[:100], "no image"),
+            ("huge", bad["huge-dimensions"], "65500")]
+
+
+@pytest.mark.parametrize("name,data,reason", _broken(), ids=[b[0] for b in _broken()])
+def test_server_rejects_broken_input(server, name, data, reason):
+    status, body = server.request("POST", "/predict", data)
+    assert status == 400, body
+    assert reason in body["error"] and "top" not in body
+
+
+def test_server_damaged_but_decodable_lists_warnings(server):
+    data = dict(damaged(make_jpeg("baseline-420")))["truncated-50pct"]
+    status, body = server.request("POST", "/predict", data)
+    assert status == 200 and any("Premature end" in w for w in body["warnings"])
+
+
+def test_server_concurrent_mixed_requests(server):
+    good = [make_jpeg(CASES[i % len(CASES)], seed=i) for i in range(12)]
+    bad = [b"", b"GIF89a...."]
+    bodies = good + bad
+    answers = [None] * len(bodies)
+
+    def post(i):
+        answers[i] = server.request("POST", "/predict", bodies[i])
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [a[0] for a in answers] == [200] * len(good) + [400] * len(bad)
+    single = [server.request("POST", "/predict", g)[1]["top"] for g in good[:3]]
+    for a, s in zip(answers, single):  # batched or alone, the same classes
+        assert [t["class"] for t in a[1]["top"]] == [t["class"] for t in s]
+
+
+def test_server_wrong_paths_and_missing_length(server):
+    assert server.request("POST", "/classify", b"x")[0] == 404
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.putrequest("POST", "/predict")
+        conn.endheaders()
+        resp = conn.getresponse()
+        assert resp.status == 411 and "Content-Length" in json.loads(resp.read())["error"]
+    finally:
+        conn.close()
