@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 # torch/torchvision pinned: this pair installs from the local disk on the project machines
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: all sysdeps venv build demo test bench fuzz clean
+.PHONY: all sysdeps venv build demo test bench fuzz detect-demo clean
+
+RUNS ?= 100000
 
 all: build
 
@@ -45,8 +47,21 @@ demo: build
 test: build
 	$(BIN)/python -m pytest -q tests
 
+# figures for the README's tables (shared machines are noisy: run on a quiet one)
 bench: build
 	$(BIN)/python bench/bench_reader.py
+	$(BIN)/python bench/bench_cube.py
+	$(BIN)/python bench/bench_threads.py
+	$(BIN)/python bench/check_equivalence.py
+	$(BIN)/python bench/model_table.py
+
+# libFuzzer + ASan + UBSan on the C core (installs clang when missing): make fuzz RUNS=1000000
+fuzz: venv
+	PY=$(BIN)/python sh fuzz/run.sh $(RUNS)
+
+# Mask R-CNN-DCT on a synthetic COCO-format set (about half an hour on 2 CPU cores)
+detect-demo: build
+	$(BIN)/python detect.py --workers 1
 
 clean:
 	rm -rf build *.egg-info jpegfreq/*.so

@@ -638,8 +638,9 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
             return NULL;
         }
         have_box = 1;
-    } else if (resize <= 0) {
-        PyErr_SetString(PyExc_ValueError, "give a box or a positive resize (eval geometry)");
+    } else if (resize <= 0 || resize > JF_MAX_OUT * 4) {
+        PyErr_Format(PyExc_ValueError, "give a box or a resize in 1..%d (eval geometry)",
+                     JF_MAX_OUT * 4);
         return NULL;
     }
     if (orient < -1 || orient > 8) {

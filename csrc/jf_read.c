@@ -432,8 +432,11 @@ int jf_read_file(const char *path, uint8_t **buf, size_t *len, jf_status *st)
         return -1;
     }
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        int err = errno;
         snprintf(st->msg, JF_MSG_LEN, "cannot read: %s",
-                 S_ISDIR(sb.st_mode) ? "is a directory" : "not a regular file");
+                 fstat(fileno(f), &sb) != 0 ? strerror(err)
+                 : S_ISDIR(sb.st_mode)      ? "is a directory"
+                                            : "not a regular file");
         st->kind = JF_ERR_IO;
         fclose(f);
         return -1;

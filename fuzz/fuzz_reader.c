@@ -2,12 +2,13 @@
  * fuzz_reader.c - libFuzzer target for the plain-C core (no Python).
  *
  * Feeds the input bytes through every entry point of csrc/jf_core.h the way
- * the binding does: EXIF orientation, header (with a 4-megapixel limit so
+ * the binding does: EXIF orientation, header (with a 1-megapixel limit so
  * the fuzzer cannot ask for gigabytes), entropy decode, int16 copy,
  * dequantized copy of a few frequencies, the progressive cut-off and a
  * cut-off read, the coefficient-domain cube (eval geometry, a flipped request
  * and a transposed one as EXIF orientations 5..8 make it, a box overhanging
- * the image), and the pixel decode of the spatial path.  Every output buffer
+ * the image, the whole image into one block), and the pixel decode of the
+ * spatial path.  Every output buffer
  * is a separate malloc so AddressSanitizer sees any overrun.
  *
  * Build and run: fuzz/run.sh (clang -fsanitize=fuzzer,address,undefined).
@@ -17,7 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FUZZ_MAX_PIXELS (4LL * 1000 * 1000)
+/* 1 megapixel: big enough for strong downscales (a 1000x1000 image to 8x8 reads
+ * every block into one output block), small enough for ~1000 runs/s. */
+#ifndef FUZZ_MAX_PIXELS
+#define FUZZ_MAX_PIXELS (1000LL * 1000)
+#endif
 
 /* ======================================================================== */
 /* Geometry and channel requests                                            */
@@ -27,11 +32,13 @@
  * so the operator builds several u and v bands. */
 static const int y_freqs[] = {0, 1, 2, 8, 9, 17, 24, 63};
 static const int c_freqs[] = {0, 1, 8, 9};
+#define NY ((int)(sizeof(y_freqs) / sizeof(*y_freqs)))
+#define NC ((int)(sizeof(c_freqs) / sizeof(*c_freqs)))
 
 static void make_request(jf_comp_request *req, int c, int transpose, int *next_channel)
 {
     const int *ks = c == 0 ? y_freqs : c_freqs;
-    int n = c == 0 ? (int)(sizeof(y_freqs) / sizeof(*y_freqs)) : (int)(sizeof(c_freqs) / sizeof(*c_freqs));
+    int n = c == 0 ? NY : NC;
     int i;
     req->n = n;
     for (i = 0; i < n; i++) {
@@ -46,7 +53,7 @@ static void make_request(jf_comp_request *req, int c, int transpose, int *next_c
 static int total_channels(int ncomp)
 {
     int nc = ncomp < 3 ? ncomp : 3;
-    return (int)(sizeof(y_freqs) / sizeof(*y_freqs)) + (nc - 1) * (int)(sizeof(c_freqs) / sizeof(*c_freqs));
+    return NY + (nc - 1) * NC;
 }
 
 /* The binding's cube_compute, minus orientation bookkeeping: box in stored
@@ -111,6 +118,12 @@ static void run_cubes(jf_decoder *d)
     box[2] = 1.1 * h->width + 1.0;
     box[3] = h->height + 7.25;
     run_cube(d, box, 32, 40, 1, 0);
+    /* the whole image into one 8x8 block: the widest band the operator builds */
+    box[0] = 0.0;
+    box[1] = 0.0;
+    box[2] = h->width;
+    box[3] = h->height;
+    run_cube(d, box, 8, 8, 0, 0);
 }
 
 /* ======================================================================== */

@@ -20,10 +20,11 @@ CLANG=${CLANG:-clang}
 FUZZ_ARGS=${FUZZ_ARGS:-}
 
 # ---- toolchain ---------------------------------------------------------------
+mkdir -p fuzz/build fuzz/artifacts fuzz/corpus
 have_fuzzer_rt() {
-    printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n){(void)d;(void)n;return 0;}\n' \
-        > /tmp/jf_fuzz_probe.c
-    "$CLANG" -fsanitize=fuzzer,address,undefined /tmp/jf_fuzz_probe.c -o /tmp/jf_fuzz_probe \
+    printf '%s\n' 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n)' \
+        '{ (void)d; (void)n; return 0; }' > fuzz/build/probe.c
+    "$CLANG" -fsanitize=fuzzer,address,undefined fuzz/build/probe.c -o fuzz/build/probe \
         >/dev/null 2>&1
 }
 if ! command -v "$CLANG" >/dev/null 2>&1 || ! have_fuzzer_rt; then
@@ -42,7 +43,6 @@ fi
     echo "fuzz: libjpeg headers missing: run 'make sysdeps' (libjpeg62-turbo-dev)" >&2; exit 1; }
 
 # ---- build -------------------------------------------------------------------
-mkdir -p fuzz/build fuzz/artifacts fuzz/corpus
 BIN=fuzz/build/fuzz_reader
 JPEG_CFLAGS=$(pkg-config --cflags libjpeg 2>/dev/null || true)
 JPEG_LIBS=$(pkg-config --libs libjpeg 2>/dev/null || echo -ljpeg)
@@ -50,7 +50,7 @@ JPEG_LIBS=$(pkg-config --libs libjpeg 2>/dev/null || echo -ljpeg)
 "$CLANG" -g -O1 -fno-omit-frame-pointer -Wno-psabi \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
     -Icsrc $JPEG_CFLAGS fuzz/fuzz_reader.c csrc/jf_read.c csrc/jf_resample.c \
-    $JPEG_LIBS -lm -o "$BIN"
+    $JPEG_LIBS -lm -pthread -o "$BIN"
 echo "fuzz: built $BIN"
 
 # ---- seed corpus -------------------------------------------------------------
@@ -63,7 +63,7 @@ LOG=fuzz/build/last-run.log
 echo "fuzz: $BIN -runs=$RUNS (log: $LOG)"
 start=$(date +%s)
 set +e
-# one worker, one core; 4 megapixels max in the target itself; a unit slower
+# one worker, one core; 1 megapixel max in the target itself; a unit slower
 # than 30 s or a process over 2 GB counts as a failure
 # shellcheck disable=SC2086
 ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1:allocator_may_return_null=1} \
@@ -75,11 +75,13 @@ set -e
 secs=$(( $(date +%s) - start ))
 execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$LOG" | tail -1)
 [ -n "$execs" ] || execs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$LOG" | tail -1)
-crashes=0
+[ -n "$execs" ] || execs=$(sed -n 's/^#\([0-9]*\).*/\1/p' "$LOG" | tail -1)   # stopped early
+# libFuzzer stops at the first failure and writes it to fuzz/artifacts/
+crashes=$(grep -c "Test unit written to" "$LOG" || true)
 if [ "$rc" -ne 0 ]; then
-    crashes=1
-    grep -E "ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:|SUMMARY:|Test unit written" \
-        "$LOG" | head -20 || true
+    grep -E "ERROR: (Address|Leak)Sanitizer|ERROR: libFuzzer|runtime error:|SUMMARY:" "$LOG" \
+        | head -20 || true
+    grep -E "Test unit written|interrupted" "$LOG" || true
 fi
 echo "fuzz: ${execs:-?} executions, $crashes crashes, ${secs} s (exit $rc)"
 exit "$rc"

@@ -16,8 +16,9 @@ from .errors import JpegError
 
 #: Default pixel limit, checked from the header before any coefficient memory is
 #: allocated: Pillow's decompression-bomb error threshold (2 x 89,478,485 pixels).
-#: Reading the largest allowed 4:4:4 image holds 3 x 2 bytes per pixel of
-#: coefficients, about 1.07 GB (4:2:0: about 0.54 GB).
+#: At that size libjpeg holds 2 bytes per coefficient: 1.07 GB for 4:4:4 (0.54 GB
+#: for 4:2:0) while a cube is computed; read_coefficients returns a copy, so it
+#: peaks at twice that (docs in the README, "Reliability").
 DEFAULT_MAX_PIXELS = 178_956_970
 _max_pixels = DEFAULT_MAX_PIXELS
 
