@@ -162,8 +162,7 @@ def decode_planes(src, max_pixels=None, exif=False):
     Returns (planes, factors, (width, height)): planes are float32 component planes
     at their own resolution (for YCbCr/gray JPEGs: libjpeg-turbo's islow IDCT, 8-bit
     rounded, chroma not upsampled: the shared geometry upsamples it), factors their
-    (v, h) upsampling ratios, and the
-    displayed image size.  Grayscale gives one plane.  CMYK/YCCK/RGB JPEGs and
+    (v, h) upsampling ratios, and the displayed image size.  Grayscale gives one plane.  CMYK/YCCK/RGB JPEGs and
     non-JPEG images go through Pillow's RGB decode and a float JFIF conversion.
     """
     data = _read_bytes(src)
