@@ -79,7 +79,7 @@ def plot_heatmap(src, path, title=None) -> str:
     else:
         freq = np.asarray(src, np.float64)
     grid = frequency_grid(freq)
-    fig = Figure(figsize=(12, 4.6), dpi=100)
+    fig = Figure(figsize=(13, 4.9), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
     image = None
@@ -97,7 +97,7 @@ def plot_heatmap(src, path, title=None) -> str:
         ax.set_xlabel("v (horizontal frequency)")
         if c == 0:
             ax.set_ylabel("u (vertical frequency)")
-    fig.colorbar(image, ax=list(axes), shrink=0.8, label="open frequency")
+    fig.colorbar(image, ax=list(axes), shrink=0.9, label="open frequency")
     if title is None:
         title = "gate open frequency per DCT channel" + (
             f" over {samples} images" if samples is not None else "")

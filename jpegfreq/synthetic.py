@@ -44,13 +44,14 @@ def _rotated(xx, yy, angle):
 
 
 def _square(t):
-    """Square wave in [0, 1] with period 1 (soft edges: a steep sigmoid of the sine)."""
-    return 1.0 / (1.0 + np.exp(-12.0 * np.sin(2 * np.pi * t)))   # |arg| <= 12: no overflow
+    """Square wave in [0, 1] with period 1 (soft edges: a clipped, steep sine)."""
+    return np.clip(0.5 + 3.0 * np.sin((2 * np.pi) * t), 0.0, 1.0)
 
 
 def _pattern(name, w, h, rng):
     """Mask in [0, 1] (h, w): where the pattern's first colour shows."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    yy = np.arange(h, dtype=np.float32)[:, None]     # broadcast: (h, 1) and (1, w)
+    xx = np.arange(w, dtype=np.float32)[None, :]
     cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
     period = rng.uniform(12, 40)
     phase = rng.uniform(0, 1)
@@ -68,13 +69,14 @@ def _pattern(name, w, h, rng):
         r = np.hypot(xx - cx, yy - cy)
         return _square(r / period + phase)
     if name == "dots":
-        m = np.zeros((h, w))
+        from PIL import ImageDraw, ImageFilter
+        im = Image.new("L", (w, h), 0)
+        draw = ImageDraw.Draw(im)
         radius = rng.uniform(5, 18)
         n = int(rng.integers(12, 40) * (w * h) / 250000) + 6
         for x0, y0 in zip(rng.uniform(0, w, n), rng.uniform(0, h, n)):
-            d = np.hypot(xx - x0, yy - y0)
-            m = np.maximum(m, 1.0 / (1.0 + np.exp(np.minimum((d - radius) * 1.5, 50.0))))
-        return m
+            draw.ellipse([x0 - radius, y0 - radius, x0 + radius, y0 + radius], fill=255)
+        return np.asarray(im.filter(ImageFilter.GaussianBlur(1.0)), np.float32) / 255.0
     if name == "grid":
         tilt = np.deg2rad(rng.uniform(-10, 10))
         u, v = _rotated(xx - cx, yy - cy, tilt)
@@ -103,7 +105,7 @@ def _pattern(name, w, h, rng):
         size = rng.uniform(30, 80)
         ty = ((yy - cy) / size) % 1.0
         tx = np.abs((((xx - cx) / size) % 1.0) - 0.5) * 2   # 0 at centre, 1 at the edge
-        return 1.0 / (1.0 + np.exp(-20 * (ty - tx)))
+        return np.clip(0.5 + 10.0 * (ty - tx), 0.0, 1.0)
     if name == "zigzag":
         amp = rng.uniform(0.3, 0.6) * period
         tooth = rng.uniform(1.0, 2.0) * period
@@ -116,12 +118,14 @@ def render(name, width, height, rng):
     """One RGB image (uint8 (height, width, 3)) of class ``name``, jittered by ``rng``."""
     fg, bg = _colours(rng)
     mask = _pattern(name, width, height, rng)
-    img = mask[..., None] * fg + (1 - mask[..., None]) * bg
+    mask = mask.astype(np.float32)[..., None]
+    img = mask * fg.astype(np.float32) + (1 - mask) * bg.astype(np.float32)
     # a slow illumination gradient and sensor-like noise
-    yy, xx = np.mgrid[0:height, 0:width]
     gx, gy = rng.uniform(-40, 40, 2)
-    img += (gx * (xx / width - 0.5) + gy * (yy / height - 0.5))[..., None]
-    img += rng.normal(0, rng.uniform(2, 10), img.shape)
+    img += (gx * (np.arange(width, dtype=np.float32) / width - 0.5))[None, :, None]
+    img += (gy * (np.arange(height, dtype=np.float32) / height - 0.5))[:, None, None]
+    noise = np.frombuffer(rng.bytes(img.size), np.uint8).reshape(img.shape)   # cheap uniform
+    img += (noise.astype(np.float32) - 127.5) * np.float32(rng.uniform(4, 16) / 127.5)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -135,7 +139,20 @@ def _write(path, pixels, rng):
         im = im.convert("L")
     else:
         kw["subsampling"] = _SUBSAMPLING[int(rng.integers(0, 3))]
-    im.save(path, "JPEG", **kw)
+    if not progressive:
+        im.save(path, "JPEG", **kw)
+        return
+    # Pillow encodes a progressive file in one buffer of width x height bytes (below quality
+    # 95); noisy 4:4:4 images need up to ~1.6 bytes per pixel, and libjpeg then fails with
+    # "Suspension not allowed here".  Its floor MAXBLOCK sets a larger buffer; the bytes
+    # written do not depend on it.
+    from PIL import ImageFile
+    saved = ImageFile.MAXBLOCK
+    ImageFile.MAXBLOCK = max(saved, 4 * im.size[0] * im.size[1])
+    try:
+        im.save(path, "JPEG", **kw)
+    finally:
+        ImageFile.MAXBLOCK = saved
 
 
 def make_dataset(root, classes=6, train_per_class=60, val_per_class=20, seed=0,

@@ -1,0 +1,268 @@
+"""train.py end to end on a tiny synthetic set: sources, evaluation, bad images, stats cache,
+resume after a kill, the gate's heat map, and two-process DDP.
+
+Every run is small (4 classes x 3 train / 2 val images of 200-300 px, 128 px crops giving
+16x16 cubes, resnet18, batch 4, --max-steps), so the whole file takes about a minute.
+"""
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import train  # noqa: E402
+from jpegfreq import ChannelSet  # noqa: E402
+from jpegfreq.synthetic import make_dataset  # noqa: E402
+
+CKPT_KEYS = {"model", "optimizer", "scheduler", "epoch", "args", "arch", "num_classes", "classes",
+             "source", "channels", "size", "geometry", "stats", "gate", "best_acc1"}
+LOG_KEYS = {"epoch", "train_loss", "train_acc1", "train_acc5", "val_acc1", "val_acc5",
+            "images_per_s", "data_share", "skipped_bad"}
+TOP_LINE = re.compile(r"^top1 (\d+\.\d+) top5 (\d+\.\d+)$")
+
+
+def small(data, out, *extra, source="jpeg-coeffs"):
+    """Flags of a tiny run."""
+    size = "64" if source == "rgb" else "128"
+    return ["--data", data, "--output-dir", str(out), "--arch", "resnet18", "--size", size,
+            "--batch-size", "4", "--workers", "0", "--epochs", "1", "--max-steps", "2",
+            "--source", source, "--no-progress", *extra]
+
+
+def run_inproc(argv):
+    return train.main(train.get_args_parser().parse_args(argv))
+
+
+def run_cli(argv, timeout=240, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *argv], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def read_log(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # two cores shared with other work: one intra-op thread is faster and steadier
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(str(tmp_path_factory.mktemp("train") / "data"), classes=4,
+                        train_per_class=3, val_per_class=2, seed=11, min_size=200, max_size=300)
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    """A jpeg-coeffs run (checkpoints for the evaluation tests)."""
+    out = tmp_path_factory.mktemp("coeffs")
+    run_inproc(small(data, out, "--predictions", str(out / "train-preds.csv")))
+    return str(out)
+
+
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("source", ["jpeg-coeffs", "spatial", "rgb"])
+def test_each_source_trains_an_epoch_and_logs(data, tmp_path, capsys, source):
+    result = run_inproc(small(data, tmp_path, "--epochs", "2", source=source))
+    text = capsys.readouterr().out
+    assert re.search(r"epoch 2/2: train loss \d", text)
+    assert "bytes per sample" in text and "RGB 224x224x3" in text
+    log = read_log(tmp_path)
+    assert [r["epoch"] for r in log] == [0, 1]
+    assert LOG_KEYS <= set(log[0])
+    assert all(r["steps"] == 2 and r["images"] == 8 and r["skipped_bad"] == 0 for r in log)
+    assert 0 <= log[0]["data_share"] <= 1 and log[0]["images_per_s"] > 0
+    ckpt = torch.load(tmp_path / "checkpoint.pth", weights_only=False)
+    assert CKPT_KEYS <= set(ckpt)
+    assert ckpt["epoch"] == 1 and ckpt["source"] == source and ckpt["num_classes"] == 4
+    assert (ckpt["channels"] is None) == (source == "rgb")
+    assert os.path.exists(tmp_path / "best.pth")
+    assert result["val"]["images"] == 8
+
+
+def test_input_summary_states_the_paper_ratio():
+    line = train.input_summary(ChannelSet.parse("24S"), "jpeg-coeffs", 448, "float32")
+    assert "24x56x56 = 75,264 values" in line and "0.50x" in line and "301,056 bytes" in line
+    line = train.input_summary(ChannelSet.parse("24S"), "jpeg-coeffs", 448, "float16")
+    assert "150,528 bytes" in line and "(1.00x" in line
+
+
+def test_evaluate_prints_top1_top5_last(trained, data, tmp_path):
+    preds = tmp_path / "preds.csv"
+    r = run_cli(["--data", data, "--evaluate", os.path.join(trained, "checkpoint.pth"),
+                 "--workers", "0", "--no-progress", "--predictions", str(preds)])
+    assert r.returncode == 0, r.stderr
+    last = r.stdout.strip().splitlines()[-1]
+    m = TOP_LINE.match(last)
+    assert m, last
+    assert 0 <= float(m.group(1)) <= float(m.group(2)) <= 100
+    with open(preds, newline="") as f:
+        rows = list(csv.reader(f))
+    assert len(rows) == 8
+    assert all(os.path.exists(p) and 0 <= int(c) < 4 for p, c in rows)
+    # the predictions written at the end of training are the same model's
+    with open(os.path.join(trained, "train-preds.csv"), newline="") as f:
+        assert list(csv.reader(f)) == rows
+
+
+def test_evaluate_with_another_coefficient_source(trained, data, tmp_path, capsys):
+    ckpt = os.path.join(trained, "checkpoint.pth")
+    run_inproc(["--data", data, "--evaluate", ckpt, "--workers", "0", "--no-progress",
+                "--predictions", str(tmp_path / "c.csv")])
+    out = run_inproc(["--data", data, "--evaluate", ckpt, "--source", "spatial", "--workers",
+                      "0", "--no-progress", "--predictions", str(tmp_path / "s.csv")])
+    text = capsys.readouterr().out
+    assert "with source spatial" in text and TOP_LINE.match(text.strip().splitlines()[-1])
+    assert out["images"] == 8
+    rows = [list(csv.reader(open(tmp_path / n, newline=""))) for n in ("c.csv", "s.csv")]
+    assert [p for p, _ in rows[0]] == [p for p, _ in rows[1]]
+    # RGB inputs are not coefficients: refused with a reason
+    with pytest.raises(SystemExit, match="cannot be evaluated on 'rgb'"):
+        run_inproc(["--data", data, "--evaluate", ckpt, "--source", "rgb", "--no-progress"])
+
+
+@pytest.fixture
+def data_with_bad(data, tmp_path):
+    root = tmp_path / "bad-data"
+    shutil.copytree(data, root)
+    folder = root / "train" / "rings"
+    (folder / "garbage.jpg").write_bytes(b"\x00not a jpeg\xff" * 40)
+    (folder / "truncated.jpg").write_bytes((folder / "0000.jpg").read_bytes()[:150])
+    return str(root)
+
+
+def test_bad_images_are_skipped_counted_not_replaced(data_with_bad, tmp_path, capsys):
+    # 12 good + 2 bad train images, batch 7: two full steps see all 14 samples
+    run_inproc(small(data_with_bad, tmp_path, "--batch-size", "7", "--max-steps", "0"))
+    log = read_log(tmp_path)[0]
+    assert log["skipped_bad"] == 2 and log["images"] == 12 and log["steps"] == 2
+    assert "skipped 2 bad image(s)" in capsys.readouterr().out
+
+
+def test_bad_image_error_stops_naming_the_file(data_with_bad, tmp_path):
+    r = run_cli(small(data_with_bad, tmp_path, "--on-bad-image", "error", "--workers", "1",
+                      "--max-steps", "0", "--batch-size", "7"))
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: bad image ")
+    assert re.search(r"(garbage|truncated)\.jpg", last), last
+
+
+def test_stats_are_cached_and_reused(data, tmp_path, capsys):
+    args = small(data, tmp_path, "--epochs", "0")
+    run_inproc(args)
+    assert "stats: computed over 12 training images" in capsys.readouterr().out
+    with open(tmp_path / "stats.json") as f:
+        first = json.load(f)
+    assert first["channels"] and len(first["mean"]) == 24 and first["size"] == [128, 128]
+    run_inproc(args)
+    assert "stats: reusing" in capsys.readouterr().out
+    run_inproc(small(data, tmp_path, "--epochs", "0", "--channels", "6S"))
+    assert "recomputing" in capsys.readouterr().out
+    run_inproc(small(data, tmp_path, "--epochs", "0", "--channels", "6S", "--stats-limit", "5"))
+    assert "computed over 5 training images" in capsys.readouterr().out
+    # an explicit file that lacks the channels is refused
+    with pytest.raises(ValueError, match="lack channels"):
+        run_inproc(small(data, tmp_path, "--epochs", "0", "--stats",
+                         str(tmp_path / "stats.json")))
+
+
+def test_resume_after_kill_finishes_with_the_right_epochs(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = small(data, out, "--epochs", "6", "--max-steps", "2")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *argv], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out / "checkpoint.pth"
+    deadline = time.time() + 180
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    done = torch.load(ckpt, weights_only=False)["epoch"]
+    assert done < 5
+    capsys.readouterr()
+    run_inproc(argv + ["--resume", "auto"])
+    text = capsys.readouterr().out
+    assert f"resume: {ckpt} (epoch {done} done" in text
+    assert f"epochs {done + 1}..5" in text
+    assert [e["epoch"] for e in read_log(out)] == list(range(6))
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 5
+    # resuming a finished run trains nothing
+    assert run_inproc(argv + ["--resume", "auto"])["val"] is None
+    assert "nothing to train" in capsys.readouterr().out
+
+
+def test_gate_writes_heatmap_json_and_png(data, tmp_path, capsys):
+    run_inproc(small(data, tmp_path, "--gate", "--gate-lambda", "1.0"))
+    with open(tmp_path / "heatmap.json") as f:
+        hm = json.load(f)
+    assert hm["samples"] == 8
+    assert len(hm["channels"]) == len(hm["frequency"]) == 192
+    assert hm["channels"][:2] == ["Y0", "Y1"] and hm["channels"][-1] == "Cr63"
+    assert all(0.0 <= v <= 1.0 for v in hm["frequency"])
+    with open(tmp_path / "heatmap.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "gate open" in capsys.readouterr().out
+    assert "gate_open" in read_log(tmp_path)[0]
+    ckpt = torch.load(tmp_path / "checkpoint.pth", weights_only=False)
+    assert ckpt["gate"] is True and ChannelSet.parse(ckpt["channels"]).count == 192
+    # a static set picked from the heat map trains as any other
+    spec = f"top 24 of {tmp_path / 'heatmap.json'}"
+    run_inproc(small(data, tmp_path / "top", "--channels", spec))
+    assert len(torch.load(tmp_path / "top" / "checkpoint.pth", weights_only=False)["stats"]
+               ["mean"]) == 24
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_end_with_identical_weights(data, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={_free_port()}", os.path.join(ROOT, "train.py"),
+           *small(data, out, "--max-steps", "3", "--debug-dump-weights", "--epochs", "2")]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = ((out / f"rank{i}.sha").read_text().strip() for i in range(2))
+    assert len(a) == 64 and a == b
+    assert "2 process(es)" in r.stdout
+    assert r.stdout.count("epoch 2/2:") == 1                 # only rank 0 speaks
+    log = read_log(out)
+    # 12 images over 2 ranks: 6 per rank, batch 4 with drop_last: one step each
+    assert [e["epoch"] for e in log] == [0, 1] and log[0]["images"] == 8
+
+
+def test_every_flag_states_its_default():
+    parser = train.get_args_parser()
+    for action in parser._actions:
+        if action.dest == "help":
+            continue
+        assert "default" in (action.help or ""), action.dest
+    args = parser.parse_args([])
+    assert args.data is None and args.channels == "24S" and args.weight_decay == 4e-5
+    assert args.momentum == 0.9 and args.lr_step == 30 and args.lr is None

@@ -1,0 +1,810 @@
+"""Train and evaluate frequency-domain classifiers on folders of JPEGs.
+
+Data: ImageFolder layout, DATA/train/CLASS/*.jpg and DATA/val/CLASS/*.jpg.
+
+    # the demo: synthesize a small labelled set, train resnet18 on 24S for a few CPU minutes
+    python train.py
+
+    # one process
+    python train.py --data /data/imagenet --arch resnet50 --channels 24S --epochs 90 \\
+        --batch-size 64 --workers 8 --output-dir out/r50-24s
+
+    # two processes on one machine (GPUs when present, else CPU with gloo)
+    torchrun --nproc_per_node=2 train.py --data /data/imagenet --arch resnet50 \\
+        --channels 24S --batch-size 64 --output-dir out/r50-24s
+
+    # other sources with the same flags: the paper's decode-then-DCT flow, RGB baseline
+    python train.py --data DIR --source spatial
+    python train.py --data DIR --source rgb --arch resnet50
+
+    # resume the last checkpoint of an output folder (after a crash or a kill)
+    python train.py --data DIR --output-dir out/r50-24s --resume auto
+
+    # evaluate a checkpoint (last line: "top1 X top5 Y"); another coefficient source works
+    python train.py --data DIR --evaluate out/r50-24s/best.pth --source spatial \\
+        --predictions preds.csv
+
+    # learn a channel set: gate over all 192 channels, then train on the top 24
+    python train.py --data DIR --gate --gate-lambda 0.5 --output-dir out/gate
+    python train.py --data DIR --channels "top 24 of out/gate/heatmap.json"
+
+Every epoch writes OUTPUT/checkpoint.pth (atomically; best.pth for the best val top-1)
+and appends one JSON line to OUTPUT/log.jsonl.  Normalization statistics are computed
+over the training set once and cached in OUTPUT/stats.json (or given with --stats).
+"""
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+from torch.utils.data.distributed import DistributedSampler
+
+import jpegfreq
+from jpegfreq.channels import ChannelSet
+from jpegfreq.checkpoint import (build_model, load_checkpoint, load_model, preprocessing,
+                                 save_checkpoint)
+from jpegfreq.datasets import BadImageError, JpegFolder, collate_skip_bad, default_size
+from jpegfreq.geometry import eval_geometry
+from jpegfreq.stats import Stats, StatsAccumulator
+
+RGB_224_ELEMENTS = 224 * 224 * 3
+# The demo's defaults: a few CPU minutes on two cores (see docs/train.md for the figures)
+DEMO = {"classes": 6, "train_per_class": 60, "val_per_class": 20, "epochs": 8,
+        "output_dir": "demo-out", "lr": 0.02, "lr_schedule": "cosine", "lr_warmup_epochs": 1}
+
+
+# ---------------------------------------------------------------------------
+# Process context: distributed or not, rank 0 speaks
+# ---------------------------------------------------------------------------
+
+class Context:
+    """Rank, world size and device of this process; only rank 0 prints and writes."""
+
+    def __init__(self, device_arg=None):
+        self.distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        want = device_arg or ("cuda" if torch.cuda.is_available() else "cpu")
+        if want.startswith("cuda") and self.distributed:
+            torch.cuda.set_device(self.local_rank)
+            want = f"cuda:{self.local_rank}"
+        self.device = torch.device(want)
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    def log(self, *a, **kw):
+        if self.main:
+            print(*a, **kw, flush=True)
+
+    def barrier(self):
+        if self.distributed:
+            dist.barrier()
+
+    def all_sum(self, values):
+        """Sum a list of numbers over all ranks (float64)."""
+        if not self.distributed:
+            return [float(v) for v in values]
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def all_min(self, value):
+        if not self.distributed:
+            return value
+        t = torch.tensor([float(value)], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return t.item()
+
+    def close(self):
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class ShardSampler(Sampler):
+    """Indices rank, rank + world, ...: every sample exactly once over all ranks (eval)."""
+
+    def __init__(self, n, rank=0, world=1):
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def progress(iterable=None, ctx=None, args=None, **kw):
+    from tqdm import tqdm
+    disable = (ctx is not None and not ctx.main) or (args is not None and args.no_progress)
+    return tqdm(iterable, disable=disable, file=sys.stderr, dynamic_ncols=True, leave=False, **kw)
+
+
+# ---------------------------------------------------------------------------
+# Arguments
+# ---------------------------------------------------------------------------
+
+def get_args_parser(add_help=True):
+    p = argparse.ArgumentParser(description="Train or evaluate a frequency-domain classifier.",
+                                add_help=add_help, epilog=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--data", default=None, metavar="DIR",
+      help="data folder with train/CLASS/* and val/CLASS/* (default: none, i.e. the demo: "
+           "synthesize a small labelled set into OUTPUT/synthetic and use it)")
+    a("--demo", action="store_true",
+      help="run the demo explicitly, as `make demo` does; the same as giving no --data "
+           "(default: off)")
+    a("--train-split", default="train", help="training sub-folder (default: train)")
+    a("--val-split", default="val", help="validation sub-folder (default: val)")
+    a("--source", default=None, choices=jpegfreq.SOURCES,
+      help="input pipeline (default: jpeg-coeffs; with --evaluate: the checkpoint's)")
+    a("--channels", default="24S",
+      help='channel set: preset, custom spec, or "top N of HEATMAP.json" (default: 24S; '
+           "ignored for --source rgb; --gate uses all 192)")
+    a("--arch", default=None, choices=["resnet50", "mobilenetv2", "resnet18"],
+      help="network (default: resnet50 with --data, resnet18 for the demo)")
+    a("--size", type=int, default=None,
+      help="crop side in pixels (default: 448 for resnets -> 56x56 cubes, 896 for "
+           "mobilenetv2, 224 for --source rgb)")
+    a("--epochs", type=int, default=None,
+      help=f"epochs (default: 90; demo: {DEMO['epochs']})")
+    a("--batch-size", type=int, default=32, help="images per process and step (default: 32)")
+    a("--workers", type=int, default=min(8, os.cpu_count() or 1),
+      help="data loading processes per training process (default: min(8, CPU count))")
+    a("--lr", type=float, default=None,
+      help="learning rate (default: 0.1 * global batch / 256, global batch = batch size x "
+           f"processes; demo: {DEMO['lr']})")
+    a("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
+    a("--weight-decay", type=float, default=4e-5, help="weight decay (default: 4e-5)")
+    a("--lr-schedule", default=None, choices=["step", "cosine"],
+      help="step: x lr-gamma every --lr-step epochs; cosine: to 0 over --epochs "
+           "(default: step; demo: cosine)")
+    a("--lr-step", type=int, default=30,
+      help="epochs between steps of the step schedule (default: 30)")
+    a("--lr-gamma", type=float, default=0.1, help="factor of the step schedule (default: 0.1)")
+    a("--lr-warmup-epochs", type=int, default=None,
+      help="ramp the learning rate up linearly over the first N epochs, step by step "
+           "(default: 0; demo: 1)")
+    a("--output-dir", default=None,
+      help="checkpoints, logs, stats, heat map (default: out; demo: demo-out)")
+    a("--resume", default=None, metavar="CKPT|auto",
+      help="resume from a checkpoint; 'auto' takes OUTPUT/checkpoint.pth when present "
+           "(default: start fresh)")
+    a("--evaluate", default=None, metavar="CKPT",
+      help="only evaluate this checkpoint on the val split; the last line printed is "
+           "'top1 X top5 Y' (default: train)")
+    a("--predictions", default=None, metavar="FILE.csv",
+      help="write one line per val image, 'path,predicted class index' (-1 when the image "
+           "could not be read), after evaluation (default: none)")
+    a("--seed", type=int, default=0, help="seed of weights, crops, flips and order (default: 0)")
+    a("--stats", default=None, metavar="FILE",
+      help="normalization statistics (python -m jpegfreq.stats) (default: compute from the "
+           "training set, cached in OUTPUT/stats.json)")
+    a("--stats-limit", type=int, default=0,
+      help="compute statistics over at most N training images (default: 0 = all)")
+    a("--gate", action="store_true",
+      help="learn a channel gate over all 192 channels; writes OUTPUT/heatmap.json and "
+           "OUTPUT/heatmap.png at the end (default: off)")
+    a("--gate-lambda", type=float, default=0.5,
+      help="weight of the gate loss (fraction of open channels) (default: 0.5)")
+    a("--gate-lr", type=float, default=0.01,
+      help="Adam learning rate of the gate's own parameters: its straight-through gradients "
+           "are far smaller than the backbone's, so SGD at --lr barely moves it (default: 0.01)")
+    a("--on-bad-image", default="skip", choices=["skip", "error"],
+      help="unreadable image: skip it (counted, not replaced) or stop with its name "
+           "(default: skip)")
+    a("--max-steps", type=int, default=0,
+      help="stop each training epoch after N steps, for tests (default: 0 = whole epoch)")
+    a("--amp", action=argparse.BooleanOptionalAction, default=None,
+      help="mixed precision (default: on with CUDA, off on CPU)")
+    a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    a("--dtype", default="float32", choices=["float32", "float16"],
+      help="cube element type on the way from loader to device (default: float32)")
+    a("--no-progress", action="store_true", help="no progress bars (default: show them)")
+    a("--debug-dump-weights", action="store_true",
+      help="each rank writes the SHA-256 of its final state dict to OUTPUT/rank{r}.sha "
+           "(default: off)")
+    return p
+
+
+# ---------------------------------------------------------------------------
+# Training and evaluation loops
+# ---------------------------------------------------------------------------
+
+def _split_output(out):
+    """(logits, gates or None) of a model's forward."""
+    if isinstance(out, (tuple, list)):
+        return out[0], out[1]
+    return out, None
+
+
+def _topk_correct(logits, y, ks=(1, 5)):
+    k_max = min(max(ks), logits.shape[1])
+    top = logits.topk(k_max, dim=1).indices
+    hit = top.eq(y[:, None])
+    return [hit[:, :min(k, k_max)].any(1).sum().item() for k in ks]
+
+
+def train_one_epoch(model, criterion, optimizer, loader, device, epoch, args, ctx, scaler=None,
+                    gate_optimizer=None):
+    """One pass over ``loader`` (or --max-steps steps).  Returns a dict of metrics pooled
+    over all ranks: loss, acc1, acc5, images, images_per_s, data_share, skipped_bad,
+    gate_open (None without a gate), steps.  gate_optimizer steps the gate's parameters
+    (a GatedModel's), which ``optimizer`` then does not hold."""
+    optimizers = [optimizer] + ([gate_optimizer] if gate_optimizer is not None else [])
+    model.train()
+    sums = dict(loss=0.0, c1=0.0, c5=0.0, n=0.0, bad=0.0, gate=0.0)
+    data_time = step_time = 0.0
+    steps = 0
+    total = len(loader) if not args.max_steps else min(len(loader), args.max_steps)
+    min_batch = 2 if args.gate else 1    # the gate's BatchNorm sees one value per image
+    amp = bool(args.amp)
+    warmup = max(int(args.lr_warmup_epochs or 0), 0) * total
+    scheduled = [[g["lr"] for g in opt.param_groups] for opt in optimizers]
+    bar = progress(total=total, ctx=ctx, args=args, desc=f"train {epoch}", unit="step")
+    start = time.perf_counter()
+    it = iter(loader)
+    for step in range(total):
+        if epoch * total + step < warmup:
+            factor = (epoch * total + step + 1) / warmup
+            for opt, lrs in zip(optimizers, scheduled):
+                for g, lr in zip(opt.param_groups, lrs):
+                    g["lr"] = lr * factor
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            break
+        t1 = time.perf_counter()
+        x, y, n_bad = batch[:3]
+        sums["bad"] += n_bad
+        # every rank must take the step, or none: DDP's all-reduce waits for all of them
+        ok = x is not None and len(x) >= min_batch
+        if ctx.distributed:
+            ok = ctx.all_min(1.0 if ok else 0.0) > 0
+        if not ok:
+            bar.update(1)
+            continue
+        x = x.to(device, non_blocking=True).float()
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=amp,
+                            dtype=torch.float16 if device.type == "cuda" else torch.bfloat16):
+            logits, gates = _split_output(model(x))
+            loss = criterion(logits, y)
+            if gates is not None:
+                from models import gate_loss
+                loss = loss + args.gate_lambda * gate_loss(gates)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            for opt in optimizers:
+                scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            for opt in optimizers:
+                opt.step()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}; lower --lr")
+        c1, c5 = _topk_correct(logits.detach().float(), y)
+        n = len(y)
+        sums["loss"] += loss.item() * n
+        sums["c1"] += c1
+        sums["c5"] += c5
+        sums["n"] += n
+        if gates is not None:
+            sums["gate"] += gates.detach().float().mean().item() * n
+        steps += 1
+        t2 = time.perf_counter()
+        data_time += t1 - t0
+        step_time += t2 - t0
+        bar.update(1)
+        bar.set_postfix(loss=f"{sums['loss'] / max(sums['n'], 1):.3f}",
+                        acc1=f"{100 * sums['c1'] / max(sums['n'], 1):.1f}")
+    bar.close()
+    del it
+    # the schedulers compute each epoch's rate from the last one: hand back theirs
+    for opt, lrs in zip(optimizers, scheduled):
+        for g, lr in zip(opt.param_groups, lrs):
+            g["lr"] = lr
+    elapsed = time.perf_counter() - start
+    keys = ["loss", "c1", "c5", "n", "bad", "gate"]
+    pooled = dict(zip(keys, ctx.all_sum([sums[k] for k in keys])))
+    n = max(pooled["n"], 1.0)
+    return {"loss": pooled["loss"] / n, "acc1": 100 * pooled["c1"] / n,
+            "acc5": 100 * pooled["c5"] / n, "images": int(pooled["n"]),
+            "images_per_s": pooled["n"] / max(elapsed, 1e-9),
+            "data_share": data_time / max(step_time, 1e-9), "skipped_bad": int(pooled["bad"]),
+            "gate_open": pooled["gate"] / n if args.gate else None, "steps": steps,
+            "time_s": elapsed}
+
+
+@torch.inference_mode()
+def evaluate(model, criterion, loader, device, args, ctx, heatmap=None, predictions=None,
+             desc="val"):
+    """Loss and top-1/top-5 (percent) over ``loader``, pooled over ranks.
+
+    heatmap: a models.HeatmapAccumulator to add the gates to (gated models).
+    predictions: a dict filled with {sample index: predicted class} (batches must carry
+    indices: JpegFolder(with_index=True)); gathered to every rank.
+    """
+    model.eval()
+    sums = dict(loss=0.0, c1=0.0, c5=0.0, n=0.0, bad=0.0)
+    local_pred = {}
+    amp = bool(args.amp)
+    for batch in progress(loader, ctx=ctx, args=args, desc=desc, unit="batch"):
+        x, y, n_bad = batch[:3]
+        sums["bad"] += n_bad
+        if x is None:
+            continue
+        x = x.to(device, non_blocking=True).float()
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=amp,
+                            dtype=torch.float16 if device.type == "cuda" else torch.bfloat16):
+            logits, gates = _split_output(model(x))
+        logits = logits.float()
+        if heatmap is not None and gates is not None:
+            heatmap.update(gates.float())
+        c1, c5 = _topk_correct(logits, y)
+        sums["loss"] += criterion(logits, y).item() * len(y)
+        sums["c1"] += c1
+        sums["c5"] += c5
+        sums["n"] += len(y)
+        if predictions is not None and len(batch) > 3:
+            for i, p in zip(batch[3].tolist(), logits.argmax(1).tolist()):
+                local_pred[i] = p
+    keys = ["loss", "c1", "c5", "n", "bad"]
+    pooled = dict(zip(keys, ctx.all_sum([sums[k] for k in keys])))
+    if heatmap is not None and ctx.distributed:
+        t = torch.cat([heatmap.open_counts,
+                       torch.tensor([float(heatmap.samples)], dtype=torch.float64)])
+        dist.all_reduce(t)
+        heatmap.open_counts, heatmap.samples = t[:-1].clone(), int(t[-1].item())
+    if predictions is not None:
+        if ctx.distributed:
+            parts = [None] * ctx.world
+            dist.all_gather_object(parts, local_pred)
+            for part in parts:
+                predictions.update(part)
+        else:
+            predictions.update(local_pred)
+    n = max(pooled["n"], 1.0)
+    return {"loss": pooled["loss"] / n, "acc1": 100 * pooled["c1"] / n,
+            "acc5": 100 * pooled["c5"] / n, "images": int(pooled["n"]),
+            "skipped_bad": int(pooled["bad"])}
+
+
+# ---------------------------------------------------------------------------
+# Pieces of main
+# ---------------------------------------------------------------------------
+
+def _loader(ds, args, sampler, batch_size, device, drop_last=False):
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=args.workers,
+                      collate_fn=collate_skip_bad, pin_memory=device.type == "cuda",
+                      drop_last=drop_last, persistent_workers=False)
+
+
+def _stats_key(args, data, cs, source, size):
+    return {"channels": None if cs is None else cs.spec, "source": source, "size": [size, size],
+            "train_dir": os.path.abspath(os.path.join(data, args.train_split)),
+            "limit": int(args.stats_limit)}
+
+
+def resolve_stats(args, ctx, data, cs, source, size, out_dir):
+    """The Stats to normalize with: --stats, the cache OUTPUT/stats.json, or computed."""
+    geometry = eval_geometry(size)
+    if args.stats:
+        st = Stats.load(args.stats)
+        st.scale_offset(cs, source, geometry)    # raises when channels/size/source disagree
+        ctx.log(f"stats: {args.stats} ({st.count} positions per channel)")
+        return st
+    cache = os.path.join(out_dir, "stats.json")
+    key = _stats_key(args, data, cs, source, size)
+    if os.path.exists(cache):
+        try:
+            with open(cache) as f:
+                d = json.load(f)
+            if all(d.get(k) == v for k, v in key.items()):
+                ctx.log(f"stats: reusing {cache}")
+                return Stats.from_dict(d)
+            ctx.log(f"stats: {cache} is for other settings; recomputing")
+        except (OSError, ValueError):
+            ctx.log(f"stats: {cache} is unreadable; recomputing")
+    ds = JpegFolder(data, args.train_split, source, cs, size, train=False, stats=None,
+                    on_bad_image="skip")
+    index = np.arange(len(ds))
+    if args.stats_limit and args.stats_limit < len(ds):
+        index = np.sort(np.random.default_rng(args.seed).choice(len(ds), args.stats_limit,
+                                                                replace=False))
+    shard = index[ctx.rank::ctx.world].tolist()
+    loader = _loader(ds, args, shard, 16, torch.device("cpu"))
+    acc = StatsAccumulator(3 if cs is None else cs.count)
+    bad = 0
+    for x, _, n_bad, *_ in progress(loader, ctx=ctx, args=args, desc="stats", unit="batch"):
+        bad += n_bad
+        if x is not None:
+            acc.update(x.transpose(0, 1).numpy())
+    if ctx.distributed:
+        t = torch.cat([torch.from_numpy(acc.s1), torch.from_numpy(acc.s2),
+                       torch.tensor([float(acc.n), float(bad)], dtype=torch.float64)])
+        dist.all_reduce(t)
+        c = len(acc.s1)
+        acc.s1, acc.s2 = t[:c].numpy().copy(), t[c:2 * c].numpy().copy()
+        acc.n, bad = int(t[2 * c].item()), int(t[2 * c + 1].item())
+    st = acc.result(cs, source, (size, size), geometry.to_dict())
+    if ctx.main:
+        os.makedirs(out_dir, exist_ok=True)
+        d = st.to_dict()
+        d.update(key)
+        tmp = f"{cache}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(d, f, indent=1)
+        os.replace(tmp, cache)
+    ctx.log(f"stats: computed over {len(index) - bad} training images"
+            f"{f' ({bad} unreadable skipped)' if bad else ''}, cached in {cache}")
+    return st
+
+
+def write_predictions(path, dataset, predictions):
+    """CSV lines 'path,predicted class index' in data-set order (-1: not predicted)."""
+    import csv
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        for i, (p, _) in enumerate(dataset.samples):
+            w.writerow([p, predictions.get(i, -1)])
+    os.replace(tmp, path)
+
+
+def state_digest(module) -> str:
+    """SHA-256 over every tensor of a state dict, in key order."""
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def input_summary(cs, source, size, dtype):
+    """One sentence on the input's size: elements and bytes vs RGB 224x224x3 uint8."""
+    if source == "rgb":
+        elems, shape, name = 3 * size * size, f"3x{size}x{size}", "rgb"
+        ratio = elems / RGB_224_ELEMENTS
+    else:
+        side = size // 8
+        elems, shape, ratio = cs.count * side * side, f"{cs.count}x{side}x{side}", \
+            cs.input_size_ratio(size)
+        name = str(cs) if len(str(cs)) <= 24 else f"{cs.count} channels"
+    nbytes = elems * np.dtype(dtype).itemsize
+    return (f"input {name} {shape} = {elems:,} values per sample, {ratio:.2f}x the RGB 224x224x3 "
+            f"input size; {nbytes:,} bytes per sample in {dtype} "
+            f"({nbytes / RGB_224_ELEMENTS:.2f}x the {RGB_224_ELEMENTS:,} bytes of a uint8 RGB 224 "
+            "image)")
+
+
+def _inspect_one(path):
+    """Show what the reader sees in one file: jpegfreq.inspect when present, else the header."""
+    try:
+        from jpegfreq import inspect as jinspect
+    except ImportError:
+        jinspect = None
+    if jinspect is not None and hasattr(jinspect, "main"):
+        try:
+            jinspect.main([path])
+        except SystemExit as e:      # a CLI main may end with sys.exit(0)
+            if e.code not in (None, 0):
+                raise
+        return
+    h = jpegfreq.read_header(path)
+    print(f"{path}: {h.width}x{h.height}, {h.num_components} component(s) {h.color_space}, "
+          f"{h.subsampling if h.num_components > 1 else 'grayscale'}, "
+          f"{'progressive' if h.progressive else 'baseline'}", flush=True)
+
+
+def _format_time(s):
+    return f"{int(s // 60)}m{s % 60:04.1f}s" if s >= 60 else f"{s:.1f}s"
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+def run_evaluate(args, ctx):
+    """--evaluate CKPT: val metrics of a checkpoint, last line 'top1 X top5 Y'."""
+    ckpt = load_checkpoint(args.evaluate)
+    pre = preprocessing(ckpt)
+    source = args.source or pre["source"]
+    if (source == "rgb") != (pre["source"] == "rgb"):
+        raise SystemExit(f"train.py: error: a model trained on {pre['source']!r} inputs cannot "
+                         f"be evaluated on {source!r} inputs")
+    data = args.data or (ckpt.get("args") or {}).get("data")
+    if not data:
+        raise SystemExit("train.py: error: --evaluate needs --data (the checkpoint names none)")
+    model = load_model(ckpt).to(ctx.device)
+    if args.amp is None:
+        args.amp = ctx.device.type == "cuda"
+    val_ds = JpegFolder(data, args.val_split, source, pre["channels"], pre["size"], train=False,
+                        stats=pre["stats"], seed=args.seed, on_bad_image=args.on_bad_image,
+                        dtype=args.dtype, with_index=True, classes=ckpt.get("classes"))
+    loader = _loader(val_ds, args, ShardSampler(len(val_ds), ctx.rank, ctx.world),
+                     args.batch_size, ctx.device)
+    predictions = {} if args.predictions else None
+    ctx.log(f"evaluating {args.evaluate} ({ckpt['arch']}, trained on {pre['source']}, "
+            f"epoch {ckpt.get('epoch')}) on {len(val_ds)} images of {val_ds.folder} with "
+            f"source {source}")
+    m = evaluate(model, nn.CrossEntropyLoss(), loader, ctx.device, args, ctx,
+                 predictions=predictions)
+    if ctx.main and args.predictions:
+        write_predictions(args.predictions, val_ds, predictions)
+        ctx.log(f"predictions: {args.predictions}")
+    if m["skipped_bad"]:
+        ctx.log(f"skipped {m['skipped_bad']} unreadable image(s)")
+    ctx.log(f"top1 {m['acc1']:.3f} top5 {m['acc5']:.3f}")
+    return m
+
+
+def main(args):
+    ctx = Context(args.device)
+    try:
+        if args.evaluate:
+            return run_evaluate(args, ctx)
+        return run_train(args, ctx)
+    finally:
+        ctx.close()
+
+
+def run_train(args, ctx):
+    t_start = time.perf_counter()
+    demo = args.data is None
+    if demo and args.evaluate is None:
+        args.demo = True
+    source = args.source or "jpeg-coeffs"
+    if args.gate and source == "rgb":
+        raise SystemExit("train.py: error: --gate needs a coefficient source, not rgb")
+    arch = args.arch or ("resnet18" if demo else "resnet50")
+    cs = None if source == "rgb" else ChannelSet.parse("192" if args.gate else args.channels)
+    size = args.size or default_size(source, arch)
+    epochs = args.epochs if args.epochs is not None else (DEMO["epochs"] if demo else 90)
+    out_dir = args.output_dir or (DEMO["output_dir"] if demo else "out")
+    lr = args.lr if args.lr is not None else (
+        DEMO["lr"] if demo else 0.1 * args.batch_size * ctx.world / 256)
+    if args.lr_schedule is None:
+        args.lr_schedule = DEMO["lr_schedule"] if demo else "step"
+    if args.lr_warmup_epochs is None:
+        args.lr_warmup_epochs = DEMO["lr_warmup_epochs"] if demo else 0
+    if args.amp is None:
+        args.amp = ctx.device.type == "cuda"
+    device = ctx.device
+    if ctx.main:
+        os.makedirs(out_dir, exist_ok=True)
+
+    if demo:
+        from jpegfreq.synthetic import make_dataset
+        data = os.path.join(out_dir, "synthetic")
+        if ctx.main:
+            ctx.log(f"demo: synthesizing {DEMO['classes']} classes x ({DEMO['train_per_class']} "
+                    f"train + {DEMO['val_per_class']} val) JPEGs into {data}")
+            make_dataset(data, DEMO["classes"], DEMO["train_per_class"], DEMO["val_per_class"],
+                         seed=args.seed, progress=not args.no_progress)
+        ctx.barrier()
+    else:
+        data = args.data
+    args.data = data
+    # the resolved settings go into checkpoints and the log
+    args.source, args.arch, args.size, args.epochs, args.output_dir, args.lr = \
+        source, arch, size, epochs, out_dir, lr
+
+    resume = args.resume
+    if resume == "auto":
+        resume = os.path.join(out_dir, "checkpoint.pth")
+        if not os.path.exists(resume):
+            ctx.log(f"resume: no {resume} yet, starting fresh")
+            resume = None
+    ckpt = load_checkpoint(resume) if resume else None
+    if ckpt is not None:
+        pre = preprocessing(ckpt)
+        if (ckpt["arch"], pre["source"], pre["channels"], pre["size"], bool(ckpt.get("gate"))) != \
+                (arch, source, cs, size, bool(args.gate)):
+            raise SystemExit(f"train.py: error: {resume} was trained with arch {ckpt['arch']}, "
+                             f"source {pre['source']}, channels {pre['channels']}, size "
+                             f"{pre['size']}, gate {bool(ckpt.get('gate'))}: give the same flags "
+                             f"to resume it")
+        stats = pre["stats"]
+        ctx.log(f"resume: {resume} (epoch {ckpt['epoch']} done, best top1 {ckpt['best_acc1']:.2f})")
+    else:
+        stats = resolve_stats(args, ctx, data, cs, source, size, out_dir)
+
+    train_ds = JpegFolder(data, args.train_split, source, cs, size, train=True, stats=stats,
+                          seed=args.seed, on_bad_image=args.on_bad_image, dtype=args.dtype)
+    val_ds = JpegFolder(data, args.val_split, source, cs, size, train=False, stats=stats,
+                        seed=args.seed, on_bad_image=args.on_bad_image, dtype=args.dtype,
+                        with_index=True, classes=train_ds.classes)
+    num_classes = len(train_ds.classes)
+    # the same order on every process count: DistributedSampler shuffles with seed + epoch
+    train_sampler = DistributedSampler(train_ds, num_replicas=ctx.world, rank=ctx.rank,
+                                       shuffle=True, seed=args.seed)
+    drop_last = len(train_sampler) >= args.batch_size
+    train_loader = _loader(train_ds, args, train_sampler, args.batch_size, device, drop_last)
+    val_loader = _loader(val_ds, args, ShardSampler(len(val_ds), ctx.rank, ctx.world),
+                         args.batch_size, device)
+
+    torch.manual_seed(args.seed)
+    model = build_model(arch, source, cs, num_classes, gate=args.gate).to(device)
+    gate_params = list(model.gate.parameters()) if args.gate else []
+    gate_ids = {id(q) for q in gate_params}
+    optimizer = torch.optim.SGD([q for q in model.parameters() if id(q) not in gate_ids], lr=lr,
+                                momentum=args.momentum, weight_decay=args.weight_decay)
+    gate_optimizer = torch.optim.Adam(gate_params, lr=args.gate_lr) if args.gate else None
+    if args.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_step, args.lr_gamma)
+    scaler = torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None
+    start_epoch, best_acc1 = 0, 0.0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if gate_optimizer is not None and ckpt.get("gate_optimizer"):
+            gate_optimizer.load_state_dict(ckpt["gate_optimizer"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, best_acc1 = int(ckpt["epoch"]) + 1, float(ckpt["best_acc1"])
+        del ckpt
+    module = model
+    if ctx.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.local_rank] if device.type == "cuda" else None)
+    # Gumbel noise differs per rank (their batches differ too); weights start equal anyway
+    torch.manual_seed(args.seed + 1 + ctx.rank + 1000 * start_epoch)
+    criterion = nn.CrossEntropyLoss()
+
+    log_path = os.path.join(out_dir, "log.jsonl")
+    if ctx.main:
+        _truncate_log(log_path, start_epoch)
+    ctx.log(f"train: {len(train_ds)} images, val: {len(val_ds)} images, {num_classes} classes "
+            f"({data}); {arch} on {source}{'' if cs is None else ' ' + str(cs)}"
+            f"{' with gate' if args.gate else ''}, crop {size}; {ctx.world} process(es) on "
+            f"{device}, batch {args.batch_size}/process, lr {lr:g} ({args.lr_schedule}), "
+            f"epochs {start_epoch}..{epochs - 1}")
+
+    base = {"arch": arch, "num_classes": num_classes, "classes": train_ds.classes,
+            "source": source, "channels": None if cs is None else cs.spec, "size": size,
+            "geometry": eval_geometry(size).to_dict(),
+            "stats": None if stats is None else stats.to_dict(), "gate": bool(args.gate)}
+    val = None
+    for epoch in range(start_epoch, epochs):
+        train_sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
+        t = train_one_epoch(model, criterion, optimizer, train_loader, device, epoch, args, ctx,
+                            scaler, gate_optimizer)
+        if ctx.distributed:
+            # each rank updated BatchNorm statistics with its own batches: take rank 0's
+            for b in module.buffers():
+                dist.broadcast(b, 0)
+        val = evaluate(module, criterion, val_loader, device, args, ctx)
+        lr_now = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        is_best = val["acc1"] > best_acc1
+        best_acc1 = max(best_acc1, val["acc1"])
+        if ctx.main:
+            record = {"epoch": epoch, "train_loss": t["loss"], "train_acc1": t["acc1"],
+                      "train_acc5": t["acc5"], "val_loss": val["loss"], "val_acc1": val["acc1"],
+                      "val_acc5": val["acc5"], "images_per_s": t["images_per_s"],
+                      "data_share": t["data_share"], "skipped_bad": t["skipped_bad"],
+                      "val_skipped_bad": val["skipped_bad"], "lr": lr_now, "steps": t["steps"],
+                      "images": t["images"], "time_s": t["time_s"]}
+            if args.gate:
+                record["gate_open"] = t["gate_open"]
+            # the log line first: a kill before the checkpoint repeats this epoch, and the
+            # resumed run drops the line (_truncate_log) before writing it again
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            state = dict(base, model=module.state_dict(), optimizer=optimizer.state_dict(),
+                         scheduler=scheduler.state_dict(), epoch=epoch, args=dict(vars(args)),
+                         best_acc1=best_acc1)
+            if scaler is not None:
+                state["scaler"] = scaler.state_dict()
+            if gate_optimizer is not None:
+                state["gate_optimizer"] = gate_optimizer.state_dict()
+            save_checkpoint(os.path.join(out_dir, "checkpoint.pth"), state)
+            if is_best:
+                save_checkpoint(os.path.join(out_dir, "best.pth"), state)
+            gate = f", gate open {100 * t['gate_open']:.1f}%" if args.gate else ""
+            bad = (f", skipped {t['skipped_bad']} bad image(s)" if t["skipped_bad"] else "")
+            ctx.log(f"epoch {epoch + 1}/{epochs}: train loss {t['loss']:.3f} top1 {t['acc1']:.1f} "
+                    f"top5 {t['acc5']:.1f} | val loss {val['loss']:.3f} top1 {val['acc1']:.1f} "
+                    f"top5 {val['acc5']:.1f} | {t['images_per_s']:.1f} img/s, data "
+                    f"{100 * t['data_share']:.0f}% of step time, lr {lr_now:.4g}{gate}{bad} "
+                    f"[{_format_time(t['time_s'])}]")
+        ctx.barrier()
+
+    if args.gate:
+        from models import HeatmapAccumulator
+        from jpegfreq.heatmap import plot_heatmap, summarize
+        heat = HeatmapAccumulator(192)
+        evaluate(module, criterion, val_loader, device, args, ctx, heatmap=heat, desc="heat map")
+        if ctx.main and heat.samples:
+            hm = heat.to_json(ChannelSet.parse("192").names)
+            with open(os.path.join(out_dir, "heatmap.json"), "w") as f:
+                json.dump(hm, f, indent=1)
+            plot_heatmap(hm, os.path.join(out_dir, "heatmap.png"))
+            s = summarize(hm["frequency"])
+            ctx.log(f"heat map over {hm['samples']} val images: mean open Y {s['Y']:.2f}, "
+                    f"Cb {s['Cb']:.2f}, Cr {s['Cr']:.2f}; low frequencies (u+v<=3) {s['low']:.2f},"
+                    f" high {s['high']:.2f} -> {out_dir}/heatmap.json, heatmap.png "
+                    f"(pick a set: --channels \"top 24 of {out_dir}/heatmap.json\")")
+
+    if args.predictions:
+        predictions = {}
+        evaluate(module, criterion, val_loader, device, args, ctx, predictions=predictions,
+                 desc="predictions")
+        if ctx.main:
+            write_predictions(args.predictions, val_ds, predictions)
+            ctx.log(f"predictions: {args.predictions}")
+
+    if args.debug_dump_weights:
+        with open(os.path.join(out_dir, f"rank{ctx.rank}.sha"), "w") as f:
+            f.write(state_digest(module) + "\n")
+
+    if val is None and ctx.main:
+        ctx.log(f"nothing to train: epoch {start_epoch} >= --epochs {epochs}")
+    elif val is not None:
+        chance = 100.0 / num_classes
+        ctx.log(f"done in {_format_time(time.perf_counter() - t_start)}: val top1 "
+                f"{val['acc1']:.1f}% (best {best_acc1:.1f}%), top5 {val['acc5']:.1f}%; chance "
+                f"is {chance:.1f}% with {num_classes} classes")
+    ctx.log(input_summary(cs, source, size, args.dtype))
+    if demo and ctx.main:
+        sample = val_ds.samples[0][0]
+        ctx.log(f"inspecting one validation image: {sample}")
+        _inspect_one(sample)
+    return {"val": val, "best_acc1": best_acc1, "output_dir": out_dir}
+
+
+def _truncate_log(path, start_epoch):
+    """Drop log lines of epochs at or after start_epoch (a resumed run writes them again)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [ln for ln in f if ln.strip()]
+    keep = []
+    for ln in lines:
+        try:
+            if json.loads(ln)["epoch"] < start_epoch:
+                keep.append(ln)
+        except (ValueError, KeyError):
+            continue
+    with open(path, "w") as f:
+        f.writelines(keep)
+
+
+def _bad_image_message(e):
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    last = lines[-1] if lines else str(e)
+    return last.split("BadImageError: ", 1)[-1]
+
+
+if __name__ == "__main__":
+    cli_args = get_args_parser().parse_args()
+    try:
+        main(cli_args)
+    except BadImageError as e:
+        print(f"train.py: error: bad image {_bad_image_message(e)}", file=sys.stderr)
+        sys.exit(1)
