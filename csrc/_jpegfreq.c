@@ -832,7 +832,7 @@ static PyObject *py_resample_plane(PyObject *self, PyObject *args, PyObject *kw)
                                      &box[0], &box[1], &box[2], &box[3], &ah.out_size,
                                      &aw.out_size, &aw.flip, &ah.flip))
         return NULL;
-    plane = (PyArrayObject *)PyArray_FROMANY(plane_o, NPY_FLOAT32, 2, 2, NPY_ARRAY_C_CONTIGUOUS);
+    plane = (PyArrayObject *)PyArray_FROMANY(plane_o, NPY_FLOAT32, 2, 2, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_FORCECAST);
     if (!plane)
         return NULL;
     ah.comp_size = (int)PyArray_DIM(plane, 0);
@@ -863,6 +863,72 @@ static PyObject *py_resample_plane(PyObject *self, PyObject *args, PyObject *kw)
         Py_DECREF(out);
         return PyErr_NoMemory();
     }
+    return out;
+}
+
+static int freq_list(PyObject *o, int *out, int *n, const char *what)
+{
+    PyObject *seq = PySequence_Fast(o, what);
+    Py_ssize_t i, len;
+    if (!seq)
+        return -1;
+    len = PySequence_Fast_GET_SIZE(seq);
+    if (len < 1 || len > 8) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "%s: 1 to 8 frequencies", what);
+        return -1;
+    }
+    for (i = 0; i < len; i++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (v < 0 || v > 7) {
+            Py_DECREF(seq);
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "%s: frequency %ld out of 0..7", what, v);
+            return -1;
+        }
+        out[i] = (int)v;
+    }
+    *n = (int)len;
+    Py_DECREF(seq);
+    return 0;
+}
+
+static PyObject *py_block_dct(PyObject *self, PyObject *args)
+{
+    PyObject *plane_o, *us_o, *vs_o, *out;
+    PyArrayObject *plane;
+    int us[8], vs[8], nu, nv, h, w;
+    npy_intp dims[4];
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOO", &plane_o, &us_o, &vs_o))
+        return NULL;
+    if (freq_list(us_o, us, &nu, "us") != 0 || freq_list(vs_o, vs, &nv, "vs") != 0)
+        return NULL;
+    plane = (PyArrayObject *)PyArray_FROMANY(plane_o, NPY_FLOAT32, 2, 2, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_FORCECAST);
+    if (!plane)
+        return NULL;
+    h = (int)PyArray_DIM(plane, 0);
+    w = (int)PyArray_DIM(plane, 1);
+    if (h % 8 || w % 8 || h < 8 || w < 8) {
+        Py_DECREF(plane);
+        PyErr_SetString(PyExc_ValueError, "plane sides must be positive multiples of 8");
+        return NULL;
+    }
+    dims[0] = nu;
+    dims[1] = nv;
+    dims[2] = h / 8;
+    dims[3] = w / 8;
+    out = PyArray_SimpleNew(4, dims, NPY_FLOAT32);
+    if (!out) {
+        Py_DECREF(plane);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    jf_block_dct((const float *)PyArray_DATA(plane), h, w, us, nu, vs, nv,
+                 (float *)PyArray_DATA((PyArrayObject *)out));
+    Py_END_ALLOW_THREADS
+    Py_DECREF(plane);
     return out;
 }
 
@@ -911,6 +977,8 @@ static PyMethodDef methods[] = {
     {"resample_plane", (PyCFunction)(void (*)(void))py_resample_plane, METH_VARARGS | METH_KEYWORDS,
      "resample_plane(plane, image_h, image_w, factor_v, factor_h, box, out_h, out_w, flip_h=False, "
      "flip_v=False) -> float32 (out_h, out_w)"},
+    {"block_dct", py_block_dct, METH_VARARGS,
+     "block_dct(plane, us, vs) -> float32 (len(us), len(vs), h/8, w/8): 8x8 block DCT rows/cols"},
     {"eval_box", py_eval_box, METH_VARARGS, "eval_box(w, h, resize, crop_h, crop_w) -> box"},
     {"exif_orientation", py_orientation, METH_VARARGS, "exif_orientation(bytes) -> 1..8"},
     {NULL, NULL, 0, NULL}};

@@ -166,6 +166,12 @@ int jf_axis_matrix(const jf_axis *ax, double *M);
 int jf_resample_plane(const float *in, int in_stride, const jf_axis *ah, const jf_axis *aw,
                       float *out);
 
+/* 8x8 block DCT (JPEG's orthonormal DCT-II) of a float plane h x w (multiples
+ * of 8) for rows us[0:nu] and columns vs[0:nv] of frequencies only:
+ * out[nu][nv][h/8][w/8]. */
+void jf_block_dct(const float *plane, int h, int w, const int *us, int nu, const int *vs, int nv,
+                  float *out);
+
 /* One banded coefficient-domain operator (A or B): for output block ob and kept
  * output frequency f (index into the kept list), the weights on input
  * coefficient (ib, k) are w[((ob*nf + f)*nb + (ib - start[ob]))*8 + k]. */

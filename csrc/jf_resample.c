@@ -585,6 +585,40 @@ void jf_eval_box(int width, int height, int resize, int crop_h, int crop_w, doub
 }
 
 /* ======================================================================== */
+/* Block DCT of a pixel plane for the spatial path                          */
+/* ======================================================================== */
+
+void jf_block_dct(const float *plane, int h, int w, const int *us, int nu, const int *vs, int nv,
+                  float *out)
+{
+    /* out[iu][iv][bi][bj] = sum_xy C[u][x] P[8bi+x][8bj+y] C[v][y] */
+    int bi, bj, iu, iv, x, y;
+    size_t nb = (size_t)(h / 8) * (w / 8);
+    dct8_init();
+    for (bi = 0; bi < h / 8; bi++)
+        for (bj = 0; bj < w / 8; bj++) {
+            float t[8][8]; /* t[iu][y] = sum_x C[u][x] P[x][y] */
+            const float *p = plane + (size_t)bi * 8 * w + (size_t)bj * 8;
+            for (iu = 0; iu < nu; iu++) {
+                for (y = 0; y < 8; y++)
+                    t[iu][y] = 0.0f;
+                for (x = 0; x < 8; x++) {
+                    float c = dct8[us[iu]][x];
+                    for (y = 0; y < 8; y++)
+                        t[iu][y] += c * p[(size_t)x * w + y];
+                }
+            }
+            for (iu = 0; iu < nu; iu++)
+                for (iv = 0; iv < nv; iv++) {
+                    float acc = 0.0f;
+                    for (y = 0; y < 8; y++)
+                        acc += t[iu][y] * dct8[vs[iv]][y];
+                    out[((size_t)iu * nv + iv) * nb + (size_t)bi * (w / 8) + bj] = acc;
+                }
+        }
+}
+
+/* ======================================================================== */
 /* Pixel-domain resampling with the same weights (the spatial path)         */
 /* ======================================================================== */
 

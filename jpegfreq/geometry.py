@@ -188,20 +188,15 @@ def dct_matrix(n: int = 8) -> np.ndarray:
     return c
 
 
-_C8 = dct_matrix(8).astype(np.float32)
 
 
 def block_dct(plane: np.ndarray, us, vs) -> np.ndarray:
     """8x8 block DCT of a (H, W) plane for the u rows ``us`` and v columns ``vs`` only.
 
-    Returns float32 (len(us), len(vs), H/8, W/8).  Vectorised: two small matmuls.
+    Returns float32 (len(us), len(vs), H/8, W/8).  In C, GIL released (no BLAS threads,
+    so concurrent callers scale).
     """
-    h, w = plane.shape
-    blocks = plane.reshape(h // 8, 8, w // 8, 8).astype(np.float32, copy=False)
-    cu = _C8[list(us)]                      # (nu, 8) over rows x
-    cv = _C8[list(vs)]                      # (nv, 8) over columns y
-    t = np.einsum("ux,ixjy->uijy", cu, blocks, optimize=True)
-    return np.einsum("uijy,vy->uvij", t, cv, optimize=True)
+    return _jpegfreq.block_dct(plane, [int(u) for u in us], [int(v) for v in vs])
 
 
 def block_idct(coefs: np.ndarray) -> np.ndarray:
