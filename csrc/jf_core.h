@@ -183,6 +183,14 @@ typedef struct {
     int *lo, *hi;       /* [nob] input blocks with non-zero weights: [lo, hi] */
     float *w;           /* [nob][nf][nb][8] */
     int refs;           /* shared references (see jf_band_acquire) */
+    /* Derived for the horizontal pass when the band is used as B (built with
+     * the band, cached with it): output blocks [oc_lo[ib], oc_hi[ib]) read
+     * input block ib; W_ib = W + woff[ib] is (8 x wlen[ib]) with entry
+     * [k][(oc - oc_lo) * nvp + f]; used input blocks are [cmin, cmax). */
+    int nvp, L, cmin, cmax;
+    int *oc_lo, *oc_hi, *wlen;
+    size_t *woff;
+    float *W;
 } jf_band;
 
 int jf_band_build(const jf_axis *ax, int in_blocks, const int *freqs, int nf,

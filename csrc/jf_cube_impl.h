@@ -113,15 +113,17 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
     int U[8], V[8], nu = 0, nv = 0, nvp, ui[64], vi[64];
     int i, j, rmin, rmax, nrows, cmin, cmax, ob, ib, ret = -1;
     jf_band *Ap = NULL, *Bp = NULL;
-    float *Bt = NULL, *T = NULL, *W = NULL, *rowacc = NULL;
+    float *T = NULL, *rowacc = NULL;
+    const float *W = NULL;
     const float **rp = NULL;    /* pass 2: up to A.nb * 8 rows per output block row */
     float (*wr)[8] = NULL;
     size_t trowp;
-    size_t *woff = NULL;
-    int *wlen = NULL, L;
+    const size_t *woff = NULL;
+    const int *wlen = NULL;
+    int L;
     size_t tstride;
     uint8_t *rowsused = NULL;
-    int *oc_lo = NULL, *oc_hi = NULL;
+    const int *oc_lo = NULL, *oc_hi = NULL;
     float q[64];
     size_t trow;
 
@@ -163,94 +165,32 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
         if (A.start[ob] + A.nb > rmax) rmax = A.start[ob] + A.nb;
     }
     nrows = rmax - rmin;
-    /* B transposed to [ob][j][k][f] so that one dequantized row updates nv outputs */
-    nvp = nv <= 2 ? 2 : nv <= 4 ? 4 : 8;
-    Bt = (float *)jf_scratch(0, sizeof(float) * (size_t)B.nob * B.nb * 8 * nvp);
-    if (Bt)
-        memset(Bt, 0, sizeof(float) * (size_t)B.nob * B.nb * 8 * nvp);
-    /* which output column blocks read input column block ib: [oc_lo, oc_hi) */
-    oc_lo = (int *)jf_scratch(1, sizeof(int) * 2 * ci->width_in_blocks);
-    oc_hi = oc_lo ? oc_lo + ci->width_in_blocks : NULL;
+    /* the horizontal pass's tables come with the (cached) band */
+    nvp = B.nvp;
+    L = B.L;
+    oc_lo = B.oc_lo;
+    oc_hi = B.oc_hi;
+    woff = B.woff;
+    wlen = B.wlen;
+    W = B.W;
+    cmin = B.cmin;
+    cmax = B.cmax;
     trow = (size_t)B.nob * nvp; /* floats per (input row, u') used by pass 2 */
-    rowsused = (uint8_t *)jf_scratch(2, (size_t)nrows + 1);
-    if (rowsused)
-        memset(rowsused, 0, (size_t)nrows + 1);
-    trowp = (trow + 7) & ~(size_t)7;
-    rowacc = (float *)jf_scratch(3, sizeof(float) * trowp * 8);
-    if (!Bt || !oc_lo || !oc_hi || !rowsused || !rowacc) {
-        snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
-        st->kind = JF_ERR_MEMORY;
-        goto done;
-    }
-    for (ob = 0; ob < B.nob; ob++)
-        for (j = 0; j < B.nb; j++)
-            for (i = 0; i < 8; i++) {
-                int f;
-                for (f = 0; f < nv; f++)
-                    Bt[(((size_t)ob * B.nb + j) * 8 + i) * nvp + f] =
-                        B.w[(((size_t)ob * nv + f) * B.nb + j) * 8 + i];
-            }
-    for (ib = 0; ib < ci->width_in_blocks; ib++) {
-        oc_lo[ib] = B.nob;
-        oc_hi[ib] = 0;
-    }
-    for (ob = 0; ob < B.nob; ob++)
-        for (ib = B.lo[ob]; ib <= B.hi[ob]; ib++) {
-            if (ob < oc_lo[ib]) oc_lo[ib] = ob;
-            if (ob + 1 > oc_hi[ib]) oc_hi[ib] = ob + 1;
-        }
-    /* per input column block: W_ib[k][(oc - oc_lo) * nvp + f], L_ib a multiple of 8 */
-    woff = (size_t *)jf_scratch(4, sizeof(size_t) * (ci->width_in_blocks + 1));
-    wlen = (int *)jf_scratch(5, sizeof(int) * (ci->width_in_blocks + 1));
-    if (!woff || !wlen) {
-        snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
-        st->kind = JF_ERR_MEMORY;
-        goto done;
-    }
-    L = 8;
-    woff[0] = 0;
-    for (ib = 0; ib < ci->width_in_blocks; ib++) {
-        int len = oc_hi[ib] > oc_lo[ib] ? ((oc_hi[ib] - oc_lo[ib]) * nvp + 7) & ~7 : 0;
-        wlen[ib] = len;
-        woff[ib + 1] = woff[ib] + (size_t)8 * len;
-        if (len > L)
-            L = len;
-    }
     tstride = trow + L;
-    W = (float *)jf_scratch(6, sizeof(float) * (woff[ci->width_in_blocks] + 1));
-    if (W)
-        memset(W, 0, sizeof(float) * (woff[ci->width_in_blocks] + 1));
+    trowp = (trow + 7) & ~(size_t)7;
+    rowsused = (uint8_t *)jf_scratch(2, (size_t)nrows + 1);
+    rowacc = (float *)jf_scratch(3, sizeof(float) * trowp * 8);
     T = (float *)jf_scratch(7, sizeof(float) * ((size_t)nrows * 8 * tstride + 1));
-    /* heap, not a fixed 64: a strong downscale (8000x6000 to 448) reads 14+ blocks */
     rp = (const float **)jf_scratch(8, sizeof(*rp) * (size_t)A.nb * 8);
     wr = (float (*)[8])jf_scratch(9, sizeof(*wr) * (size_t)A.nb * 8);
-    if (!W || !T || !rp || !wr) {
+    if (!rowsused || !rowacc || !T || !rp || !wr) {
         snprintf(st->msg, JF_MSG_LEN, "out of memory in the coefficient-domain operator");
         st->kind = JF_ERR_MEMORY;
         goto done;
     }
-    for (ib = 0; ib < ci->width_in_blocks; ib++) {
-        int oc;
-        for (oc = oc_lo[ib]; oc < oc_hi[ib]; oc++) {
-            int jj = ib - B.start[oc], k, f;
-            if (jj < 0 || jj >= B.nb)
-                continue;
-            for (k = 0; k < 8; k++)
-                for (f = 0; f < nvp; f++)
-                    W[woff[ib] + (size_t)k * wlen[ib] + (oc - oc_lo[ib]) * nvp + f] =
-                        Bt[(((size_t)oc * B.nb + jj) * 8 + k) * nvp + f];
-        }
-    }
+    memset(rowsused, 0, (size_t)nrows + 1);
     for (i = 0; i < 64; i++)
         q[i] = (float)d->quant[c][i];
-    /* input column blocks that feed some output: [cmin, cmax) */
-    cmin = ci->width_in_blocks;
-    cmax = 0;
-    for (ib = 0; ib < ci->width_in_blocks; ib++)
-        if (oc_lo[ib] < oc_hi[ib]) {
-            if (ib < cmin) cmin = ib;
-            cmax = ib + 1;
-        }
 
     if (setjmp(d->err.jmp))
         goto done;

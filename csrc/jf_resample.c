@@ -212,8 +212,13 @@ void jf_band_free(jf_band *band)
     free(band->w);
     free(band->lo);
     free(band->hi);
-    band->start = band->lo = band->hi = NULL;
-    band->w = NULL;
+    free(band->oc_lo);
+    free(band->wlen);
+    free(band->woff);
+    free(band->W);
+    band->start = band->lo = band->hi = band->oc_lo = band->oc_hi = band->wlen = NULL;
+    band->woff = NULL;
+    band->w = band->W = NULL;
 }
 
 int jf_band_build(const jf_axis *ax, int in_blocks, const int *freqs, int nf,
@@ -339,6 +344,60 @@ oom:
     return -1;
 }
 
+/* The horizontal pass's view of a band (see jf_band): computed once per band. */
+static int band_prepare_pass1(jf_band *B, int in_blocks)
+{
+    int nv = B->nf, nvp = nv <= 2 ? 2 : nv <= 4 ? 4 : 8, ob, ib, k, f;
+    B->nvp = nvp;
+    B->oc_lo = (int *)malloc(sizeof(int) * 2 * (size_t)in_blocks);
+    B->wlen = (int *)malloc(sizeof(int) * ((size_t)in_blocks + 1));
+    B->woff = (size_t *)malloc(sizeof(size_t) * ((size_t)in_blocks + 1));
+    if (!B->oc_lo || !B->wlen || !B->woff)
+        return -1;
+    B->oc_hi = B->oc_lo + in_blocks;
+    for (ib = 0; ib < in_blocks; ib++) {
+        B->oc_lo[ib] = B->nob;
+        B->oc_hi[ib] = 0;
+    }
+    for (ob = 0; ob < B->nob; ob++)
+        for (ib = B->lo[ob]; ib <= B->hi[ob]; ib++) {
+            if (ob < B->oc_lo[ib]) B->oc_lo[ib] = ob;
+            if (ob + 1 > B->oc_hi[ib]) B->oc_hi[ib] = ob + 1;
+        }
+    B->L = 8;
+    B->cmin = in_blocks;
+    B->cmax = 0;
+    B->woff[0] = 0;
+    for (ib = 0; ib < in_blocks; ib++) {
+        int used = B->oc_hi[ib] > B->oc_lo[ib];
+        int len = used ? ((B->oc_hi[ib] - B->oc_lo[ib]) * nvp + 7) & ~7 : 0;
+        B->wlen[ib] = len;
+        B->woff[ib + 1] = B->woff[ib] + (size_t)8 * len;
+        if (len > B->L)
+            B->L = len;
+        if (used) {
+            if (ib < B->cmin) B->cmin = ib;
+            B->cmax = ib + 1;
+        }
+    }
+    B->W = (float *)calloc(B->woff[in_blocks] + 1, sizeof(float));
+    if (!B->W)
+        return -1;
+    for (ib = 0; ib < in_blocks; ib++) {
+        int oc;
+        for (oc = B->oc_lo[ib]; oc < B->oc_hi[ib]; oc++) {
+            int jj = ib - B->start[oc];
+            if (jj < 0 || jj >= B->nb)
+                continue;
+            for (k = 0; k < 8; k++)
+                for (f = 0; f < nv; f++)
+                    B->W[B->woff[ib] + (size_t)k * B->wlen[ib] + (oc - B->oc_lo[ib]) * nvp + f] =
+                        B->w[(((size_t)oc * nv + f) * B->nb + jj) * 8 + k];
+        }
+    }
+    return 0;
+}
+
 /* ======================================================================== */
 /* Band cache: eval geometry repeats for every image of the same size       */
 /* ======================================================================== */
@@ -446,6 +505,13 @@ jf_band *jf_band_acquire(const jf_axis *ax, int in_blocks, const int *freqs, int
     }
     if (jf_band_build(ax, in_blocks, freqs, nf, b, st) != 0) {
         free(b);
+        return NULL;
+    }
+    if (band_prepare_pass1(b, in_blocks) != 0) {
+        jf_band_free(b);
+        free(b);
+        snprintf(st->msg, JF_MSG_LEN, "out of memory building the resampling operator");
+        st->kind = JF_ERR_MEMORY;
         return NULL;
     }
     b->refs = 1;
