@@ -68,6 +68,18 @@ static inline void JF_IMPL(block_times_w)(const float *X, int n, const float *W,
 /* 1 + the index of the last block row (u) holding a non-zero coefficient. */
 static inline int JF_IMPL(block_rows_used)(const JCOEF *blk)
 {
+#if defined(__AVX2__)
+    /* four compares, four movemasks: 16 mask bits per row, all set = zero row */
+    const __m256i z = _mm256_setzero_si256();
+    unsigned m = 0;
+    int i;
+    for (i = 0; i < 4; i++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 16 * i));
+        unsigned e = (unsigned)_mm256_movemask_epi8(_mm256_cmpeq_epi16(q, z));
+        m |= (unsigned)((e & 0xffffu) != 0xffffu) << (2 * i);
+        m |= (unsigned)((e >> 16) != 0xffffu) << (2 * i + 1);
+    }
+#else
     /* branch-free: a bit per non-zero row, then the highest set bit */
     unsigned m = 0;
     int up;
@@ -77,6 +89,7 @@ static inline int JF_IMPL(block_rows_used)(const JCOEF *blk)
         memcpy(&b, blk + 8 * up + 4, 8);
         m |= (unsigned)((a | b) != 0) << up;
     }
+#endif
     return m ? 32 - __builtin_clz(m) : 0;
 }
 
@@ -255,10 +268,19 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
             float s = req->scale[n], o = req->offset[n];
             float *out = cube + (size_t)req->channel[n] * out_hb * out_wb;
             int oc;
-            if (!transpose)
-                for (oc = 0; oc < B.nob; oc++)
-                    out[(size_t)ob * out_wb + oc] = ac[(size_t)oc * nvp] * s + o;
-            else
+            if (!transpose) {
+                float *orow = out + (size_t)ob * out_wb;
+                /* constant strides let the compiler vectorize the de-interleave */
+                if (nvp == 4)
+                    for (oc = 0; oc < B.nob; oc++)
+                        orow[oc] = ac[(size_t)oc * 4] * s + o;
+                else if (nvp == 2)
+                    for (oc = 0; oc < B.nob; oc++)
+                        orow[oc] = ac[(size_t)oc * 2] * s + o;
+                else
+                    for (oc = 0; oc < B.nob; oc++)
+                        orow[oc] = ac[(size_t)oc * 8] * s + o;
+            } else
                 for (oc = 0; oc < B.nob; oc++)
                     out[(size_t)oc * out_hb + ob] = ac[(size_t)oc * nvp] * s + o;
         }

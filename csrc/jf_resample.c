@@ -20,6 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #if defined(__GNUC__)
 typedef float jf_v8 __attribute__((vector_size(32)));
