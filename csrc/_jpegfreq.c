@@ -100,6 +100,38 @@ static PyObject *raise_status(const jf_status *st)
     return NULL;
 }
 
+/* The common start of every read: parse src, read a path's bytes and parse the
+ * header (jf_open), the I/O and libjpeg work without the GIL.  Returns the open
+ * decoder (free it after jf_close), or NULL with an exception set and nothing
+ * left to release. */
+static jf_decoder *open_input(PyObject *src, long long max_pixels, jf_input *in, jf_status *st)
+{
+    jf_decoder *d;
+    int rc;
+
+    if (input_parse(src, in) != 0)
+        return NULL;
+    d = (jf_decoder *)malloc(sizeof(jf_decoder));
+    if (!d) {
+        input_release(in);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    jf_status_init(st);
+    Py_BEGIN_ALLOW_THREADS
+    rc = input_load(in, st);
+    if (rc == 0)
+        rc = jf_open(d, in->data, in->len, max_pixels, st);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) {
+        input_release(in);
+        free(d);
+        raise_status(st);
+        return NULL;
+    }
+    return d;
+}
+
 static PyObject *warnings_list(const jf_status *st)
 {
     PyObject *l = PyList_New(0);
@@ -183,33 +215,16 @@ static PyObject *py_read_header(PyObject *self, PyObject *args, PyObject *kw)
     jf_input in;
     jf_status st;
     jf_decoder *d;
-    int rc;
     PyObject *res;
 
     (void)self;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|L", kwlist, &src, &max_pixels))
         return NULL;
-    if (input_parse(src, &in) != 0)
+    d = open_input(src, max_pixels, &in, &st);
+    if (!d)
         return NULL;
-    d = (jf_decoder *)malloc(sizeof(jf_decoder));
-    if (!d) {
-        input_release(&in);
-        return PyErr_NoMemory();
-    }
-    jf_status_init(&st);
-    Py_BEGIN_ALLOW_THREADS
-    rc = input_load(&in, &st);
-    if (rc == 0) {
-        rc = jf_open(d, in.data, in.len, max_pixels, &st);
-        if (rc == 0)
-            jf_close(d);
-    }
-    Py_END_ALLOW_THREADS
+    jf_close(d);
     input_release(&in);
-    if (rc != 0) {
-        free(d);
-        return raise_status(&st);
-    }
     res = header_dict(&d->hdr);
     free(d);
     return res;
@@ -261,24 +276,9 @@ static PyObject *py_read_coefficients(PyObject *self, PyObject *args, PyObject *
         nfreq = (int)n;
         Py_DECREF(seq);
     }
-    if (input_parse(src, &in) != 0)
+    d = open_input(src, max_pixels, &in, &st);
+    if (!d)
         return NULL;
-    d = (jf_decoder *)malloc(sizeof(jf_decoder));
-    if (!d) {
-        input_release(&in);
-        return PyErr_NoMemory();
-    }
-    jf_status_init(&st);
-    Py_BEGIN_ALLOW_THREADS
-    rc = input_load(&in, &st);
-    if (rc == 0)
-        rc = jf_open(d, in.data, in.len, max_pixels, &st);
-    Py_END_ALLOW_THREADS
-    if (rc != 0) {
-        input_release(&in);
-        free(d);
-        return raise_status(&st);
-    }
     /* outputs exist before any coefficient memory does */
     for (c = 0; c < d->hdr.num_components; c++) {
         const jf_comp_info *ci = &d->hdr.comp[c];
@@ -362,24 +362,9 @@ static PyObject *py_decode_planes(PyObject *self, PyObject *args, PyObject *kw)
     (void)self;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|pL", kwlist, &src, &strict, &max_pixels))
         return NULL;
-    if (input_parse(src, &in) != 0)
+    d = open_input(src, max_pixels, &in, &st);
+    if (!d)
         return NULL;
-    d = (jf_decoder *)malloc(sizeof(jf_decoder));
-    if (!d) {
-        input_release(&in);
-        return PyErr_NoMemory();
-    }
-    jf_status_init(&st);
-    Py_BEGIN_ALLOW_THREADS
-    rc = input_load(&in, &st);
-    if (rc == 0)
-        rc = jf_open(d, in.data, in.len, max_pixels, &st);
-    Py_END_ALLOW_THREADS
-    if (rc != 0) {
-        input_release(&in);
-        free(d);
-        return raise_status(&st);
-    }
     for (c = 0; c < d->hdr.num_components; c++) {
         npy_intp dims[2] = {jf_plane_rows(d, c), jf_plane_stride(d, c)};
         arrays[c] = PyArray_ZEROS(2, dims, NPY_UINT8, 0);
@@ -439,22 +424,12 @@ static PyObject *py_entropy_decode(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "O", &src))
         return NULL;
-    if (input_parse(src, &in) != 0)
+    d = open_input(src, 0, &in, &st);
+    if (!d)
         return NULL;
-    d = (jf_decoder *)malloc(sizeof(jf_decoder));
-    if (!d) {
-        input_release(&in);
-        return PyErr_NoMemory();
-    }
-    jf_status_init(&st);
     Py_BEGIN_ALLOW_THREADS
-    rc = input_load(&in, &st);
-    if (rc == 0)
-        rc = jf_open(d, in.data, in.len, 0, &st);
-    if (rc == 0) {
-        rc = jf_read_all(d, &st);
-        jf_close(d);
-    }
+    rc = jf_read_all(d, &st);
+    jf_close(d);
     Py_END_ALLOW_THREADS
     input_release(&in);
     free(d);
@@ -947,18 +922,6 @@ static PyObject *py_eval_box(PyObject *self, PyObject *args)
     return Py_BuildValue("(dddd)", box[0], box[1], box[2], box[3]);
 }
 
-static PyObject *py_orientation(PyObject *self, PyObject *args)
-{
-    Py_buffer v;
-    int o;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*", &v))
-        return NULL;
-    o = jf_exif_orientation((const uint8_t *)v.buf, (size_t)v.len);
-    PyBuffer_Release(&v);
-    return PyLong_FromLong(o);
-}
-
 static PyMethodDef methods[] = {
     {"read_header", (PyCFunction)(void (*)(void))py_read_header, METH_VARARGS | METH_KEYWORDS,
      "read_header(src, max_pixels=0) -> dict"},
@@ -980,7 +943,6 @@ static PyMethodDef methods[] = {
     {"block_dct", py_block_dct, METH_VARARGS,
      "block_dct(plane, us, vs) -> float32 (len(us), len(vs), h/8, w/8): 8x8 block DCT rows/cols"},
     {"eval_box", py_eval_box, METH_VARARGS, "eval_box(w, h, resize, crop_h, crop_w) -> box"},
-    {"exif_orientation", py_orientation, METH_VARARGS, "exif_orientation(bytes) -> 1..8"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_jpegfreq",

@@ -199,11 +199,10 @@ void jf_band_free(jf_band *band);
 
 /* A band for this axis and these frequencies, from a small thread-safe LRU
  * cache (eval geometry repeats for every image of a size) or freshly built.
- * Release with jf_band_release.  jf_band_cache_enable(0) empties and disables it. */
+ * Release with jf_band_release. */
 jf_band *jf_band_acquire(const jf_axis *ax, int in_blocks, const int *freqs, int nf,
                          jf_status *st);
 void jf_band_release(jf_band *band);
-void jf_band_cache_enable(int on);
 
 /* Per component request: kept (u, v) pairs and where each goes in the cube. */
 typedef struct {

@@ -422,27 +422,6 @@ typedef struct {
 static jf_cache_slot jf_cache[JF_CACHE_SLOTS];
 static uint64_t jf_cache_clock;
 static pthread_mutex_t jf_cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static int jf_cache_enabled = 1;
-
-void jf_band_cache_enable(int on)
-{
-    int i;
-    pthread_mutex_lock(&jf_cache_lock);
-    jf_cache_enabled = on;
-    pthread_mutex_unlock(&jf_cache_lock);
-    if (!on)
-        for (i = 0; i < JF_CACHE_SLOTS; i++) {
-            jf_band *b = NULL;
-            pthread_mutex_lock(&jf_cache_lock);
-            if (jf_cache[i].band) {
-                b = jf_cache[i].band;
-                jf_cache[i].band = NULL;
-            }
-            pthread_mutex_unlock(&jf_cache_lock);
-            if (b)
-                jf_band_release(b);
-        }
-}
 
 static void make_key(jf_band_key *k, const jf_axis *ax, int in_blocks, const int *freqs, int nf)
 {
@@ -479,8 +458,8 @@ jf_band *jf_band_acquire(const jf_axis *ax, int in_blocks, const int *freqs, int
                          jf_status *st)
 {
     jf_band_key key;
-    jf_band *b;
-    int i, victim = 0;
+    jf_band *b, *old;
+    int i, victim = 0, last;
 
     if (nf > 8) {
         snprintf(st->msg, JF_MSG_LEN, "at most 8 frequencies per axis");
@@ -489,8 +468,7 @@ jf_band *jf_band_acquire(const jf_axis *ax, int in_blocks, const int *freqs, int
     }
     make_key(&key, ax, in_blocks, freqs, nf);
     pthread_mutex_lock(&jf_cache_lock);
-    if (jf_cache_enabled)
-        for (i = 0; i < JF_CACHE_SLOTS; i++)
+    for (i = 0; i < JF_CACHE_SLOTS; i++)
             if (jf_cache[i].band && memcmp(&jf_cache[i].key, &key, sizeof(key)) == 0) {
                 b = jf_cache[i].band;
                 b->refs++;
@@ -517,31 +495,26 @@ jf_band *jf_band_acquire(const jf_axis *ax, int in_blocks, const int *freqs, int
         st->kind = JF_ERR_MEMORY;
         return NULL;
     }
-    b->refs = 1;
+    b->refs = 2; /* the caller's and the cache's */
     pthread_mutex_lock(&jf_cache_lock);
-    if (jf_cache_enabled) {
-        jf_band *old;
-        for (i = 0; i < JF_CACHE_SLOTS; i++) {
-            if (!jf_cache[i].band) {
-                victim = i;
-                break;
-            }
-            if (jf_cache[i].last_use < jf_cache[victim].last_use)
-                victim = i;
+    for (i = 0; i < JF_CACHE_SLOTS; i++) {
+        if (!jf_cache[i].band) {
+            victim = i;
+            break;
         }
-        old = jf_cache[victim].band;
-        jf_cache[victim].key = key;
-        jf_cache[victim].band = b;
-        jf_cache[victim].last_use = ++jf_cache_clock;
-        b->refs++; /* the cache's reference */
-        if (old && --old->refs == 0) {
-            pthread_mutex_unlock(&jf_cache_lock);
-            jf_band_free(old);
-            free(old);
-            return b;
-        }
+        if (jf_cache[i].last_use < jf_cache[victim].last_use)
+            victim = i;
     }
+    old = jf_cache[victim].band;
+    jf_cache[victim].key = key;
+    jf_cache[victim].band = b;
+    jf_cache[victim].last_use = ++jf_cache_clock;
+    last = old && --old->refs == 0;
     pthread_mutex_unlock(&jf_cache_lock);
+    if (last) {
+        jf_band_free(old);
+        free(old);
+    }
     return b;
 }
 
