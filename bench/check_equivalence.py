@@ -28,10 +28,11 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import jpegfreq  # noqa: E402
 from jpegfreq import ChannelSet, SpatialFallbackWarning, eval_geometry, sample_train  # noqa: E402
-from jpegfreq.geometry import axis_matrix, block_idct, dct_matrix  # noqa: E402
+from reference import float_reference, reconstruct_rgb  # noqa: E402  (tests/reference.py)
 
 DEFAULT_DIR = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "imagenet-sample"))
 BOUNDS = {"reconstruction_mad": 1.0, "operator_rel": 1e-5, "Y": 0.01, "Cb": 0.02, "Cr": 0.02}
@@ -41,49 +42,6 @@ COMPONENTS = ("Y", "Cb", "Cr")
 def list_jpegs(root):
     exts = (".jpg", ".jpeg", ".jpe", ".jfif")
     return sorted(os.path.join(root, n) for n in os.listdir(root) if n.lower().endswith(exts))
-
-
-# ---------------------------------------------------------------------------
-# References
-# ---------------------------------------------------------------------------
-
-def reconstruct_rgb(data):
-    """Float decode from the coefficients: block IDCT, fancy upsampling, JFIF YCbCr -> RGB."""
-    r = jpegfreq.read_coefficients(data)
-    h = r.header
-    planes = []
-    for i, c in enumerate(h.components):
-        x = block_idct(r.dequantized(i))[:c.height, :c.width]
-        m_h = axis_matrix(h.height, c.height, h.max_v_samp // c.v_samp, 0, h.height, h.height)
-        m_w = axis_matrix(h.width, c.width, h.max_h_samp // c.h_samp, 0, h.width, h.width)
-        planes.append(m_h @ x @ m_w.T + 128.0)
-    y, cb, cr = planes[0], planes[1] - 128.0, planes[2] - 128.0
-    rgb = np.stack([y + 1.402 * cr, y - 0.344136286 * cb - 0.714136286 * cr, y + 1.772 * cb], -1)
-    return np.clip(rgb, 0, 255)
-
-
-def float_reference(data, geometry, cs):
-    """decode -> upsample -> crop/resize -> flip -> block DCT in float64, no rounding."""
-    r = jpegfreq.read_coefficients(data)
-    h = r.header
-    box = geometry.box_for(h.width, h.height)
-    oh, ow = geometry.out_h, geometry.out_w
-    out = np.zeros((cs.count, oh // 8, ow // 8))
-    comp_of, ks = np.asarray(cs.component_of), np.asarray(cs.k)
-    c8 = dct_matrix()
-    for c in range(min(3, h.num_components)):
-        idx = np.nonzero(comp_of == c)[0]
-        if len(idx) == 0:
-            continue
-        comp = h.components[c]
-        x = block_idct(r.dequantized(c))[:comp.height, :comp.width]
-        m_h = axis_matrix(h.height, comp.height, h.max_v_samp // comp.v_samp, box[1], box[3], oh)
-        m_w = axis_matrix(h.width, comp.width, h.max_h_samp // comp.h_samp, box[0], box[2], ow,
-                          flip=geometry.flip)
-        blocks = (m_h @ x @ m_w.T).reshape(oh // 8, 8, ow // 8, 8)
-        spectrum = np.einsum("ux,ixjy,vy->uvij", c8, blocks, c8, optimize=True)
-        out[idx] = spectrum[ks[idx] >> 3, ks[idx] & 7]
-    return out
 
 
 class Pooled:

@@ -20,6 +20,7 @@ from jpegfreq import ChannelSet, Geometry, eval_geometry, sample_train
 from jpegfreq.geometry import (axis_matrix, block_dct, block_idct, dct_matrix, default_resize,
                                displayed_size, orient_plane, resample_plane)
 from jpeg_factory import jpegtran, make_jpeg
+from reference import float_reference
 
 EXACT = 1e-5  # DESIGN: the operator against a float reference, relative
 
@@ -134,30 +135,6 @@ def test_block_dct_and_idct_are_inverse_and_follow_the_dc_convention():
 
 # -- the operator against a float reference ------------------------------------------
 
-def _float_reference(data, geometry, cs):
-    """decode -> upsample -> crop/resize -> flip -> block DCT, all in float64, no rounding."""
-    r = jpegfreq.read_coefficients(data)
-    h = r.header
-    box = geometry.box_for(h.width, h.height)
-    oh, ow = geometry.out_h, geometry.out_w
-    out = np.zeros((cs.count, oh // 8, ow // 8))
-    comp_of, ks = np.asarray(cs.component_of), np.asarray(cs.k)
-    c8 = dct_matrix()
-    for c in range(min(3, h.num_components)):
-        idx = np.nonzero(comp_of == c)[0]
-        if len(idx) == 0:
-            continue
-        comp = h.components[c]
-        x = block_idct(r.dequantized(c))[:comp.height, :comp.width]
-        m_h = axis_matrix(h.height, comp.height, h.max_v_samp // comp.v_samp, box[1], box[3], oh)
-        m_w = axis_matrix(h.width, comp.width, h.max_h_samp // comp.h_samp, box[0], box[2], ow,
-                          flip=geometry.flip)
-        blocks = (m_h @ x @ m_w.T).reshape(oh // 8, 8, ow // 8, 8)
-        spectrum = np.einsum("ux,ixjy,vy->uvij", c8, blocks, c8, optimize=True)
-        out[idx] = spectrum[ks[idx] >> 3, ks[idx] & 7]
-    return out
-
-
 OPERATOR_CASES = ["baseline-444", "baseline-422", "baseline-420", "sample-411", "sample-440",
                   "sample-all-2x1", "sample-2x2-1x2-2x1", "gray", "progressive-420", "odd-size"]
 CHANNEL_SETS = ["24S", "64T", "192", "6S", "Y:0-3,8-11,63;Cb:0,1,9,54;Cr:0,7,56"]
@@ -185,11 +162,11 @@ GEOMETRY_IDS = list(_geometries(160, 120))
 
 @pytest.mark.parametrize("gname", GEOMETRY_IDS)
 @pytest.mark.parametrize("case", OPERATOR_CASES)
-def test_operator_is_exact_against_float_reference(case, gname):
+def test_operator_is_exact_againstfloat_reference(case, gname):
     data = make_jpeg(case, *((None, None) if case == "odd-size" else (160, 120)))
     h = jpegfreq.read_header(data)
     g = _geometries(h.width, h.height)[gname]
-    full = _float_reference(data, g, ChannelSet.parse("192"))
+    full = float_reference(data, g, ChannelSet.parse("192"))
     for spec in CHANNEL_SETS:
         cs = ChannelSet.parse(spec)
         got = jpegfreq.cube(data, cs, geometry=g)

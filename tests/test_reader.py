@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 import jpegfreq
-from jpegfreq.geometry import axis_matrix, block_idct
+
+from reference import reconstruct_rgb
 from jpeg_factory import (CASES, DAMAGE_OUTCOME, DQT, SOF_MARKERS, UNSUPPORTED_CASES, damaged,
                           frame_header, make_jpeg, markers)
 
@@ -79,23 +80,6 @@ def _dqt_tables(data):
             tables[tq] = table
             p += 1 + 64 * size
     return tables
-
-
-def _reconstruct(data):
-    """Float decode from coefficients: block IDCT, fancy upsampling (identity resize), JFIF RGB."""
-    r = jpegfreq.read_coefficients(data)
-    h = r.header
-    planes = []
-    for i, c in enumerate(h.components):
-        x = block_idct(r.dequantized(i))[:c.height, :c.width]
-        m_h = axis_matrix(h.height, c.height, h.max_v_samp // c.v_samp, 0, h.height, h.height)
-        m_w = axis_matrix(h.width, c.width, h.max_h_samp // c.h_samp, 0, h.width, h.width)
-        planes.append(m_h @ x @ m_w.T + 128.0)
-    if len(planes) == 1:
-        return np.clip(planes[0], 0, 255)[..., None]
-    y, cb, cr = planes[0], planes[1] - 128.0, planes[2] - 128.0
-    rgb = np.stack([y + 1.402 * cr, y - 0.344136286 * cb - 0.714136286 * cr, y + 1.772 * cb], -1)
-    return np.clip(rgb, 0, 255)
 
 
 def _same_read(a, b):
@@ -169,7 +153,7 @@ def test_idct_and_fancy_upsampling_reconstruct_pillows_decode(case):
     data = make_jpeg(case)
     ref = np.asarray(Image.open(io.BytesIO(data)), np.float64)
     ref = ref[..., None] if ref.ndim == 2 else ref
-    got = _reconstruct(data)
+    got = reconstruct_rgb(data)
     assert got.shape == ref.shape
     mad = np.abs(got - ref).mean(axis=(0, 1))
     # Pillow rounds to 8 bits after an integer IDCT: about 0.25 (gray) to 0.6 per channel.
