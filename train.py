@@ -238,6 +238,12 @@ def _topk_correct(logits, y, ks=(1, 5)):
     return [hit[:, :min(k, k_max)].any(1).sum().item() for k in ks]
 
 
+def _autocast(device, amp):
+    """Mixed precision when asked: float16 on CUDA, bfloat16 on CPU."""
+    return torch.autocast(device.type, enabled=amp,
+                          dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+
+
 def train_one_epoch(model, criterion, optimizer, loader, device, epoch, args, ctx, scaler=None,
                     gate_optimizer=None):
     """One pass over ``loader`` (or --max-steps steps).  Returns a dict of metrics pooled
@@ -280,8 +286,7 @@ def train_one_epoch(model, criterion, optimizer, loader, device, epoch, args, ct
             continue
         x = x.to(device, non_blocking=True).float()
         y = y.to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=amp,
-                            dtype=torch.float16 if device.type == "cuda" else torch.bfloat16):
+        with _autocast(device, amp):
             logits, gates = _split_output(model(x))
             loss = criterion(logits, y)
             if gates is not None:
@@ -353,8 +358,7 @@ def evaluate(model, criterion, loader, device, args, ctx, heatmap=None, predicti
             continue
         x = x.to(device, non_blocking=True).float()
         y = y.to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=amp,
-                            dtype=torch.float16 if device.type == "cuda" else torch.bfloat16):
+        with _autocast(device, amp):
             logits, gates = _split_output(model(x))
         logits = logits.float()
         if heatmap is not None and gates is not None:
