@@ -150,6 +150,20 @@ def _read_bytes(src) -> bytes:
     return bytes(src) if not isinstance(src, bytes) else src
 
 
+def _jpeg_header(src, data, max_pixels):
+    """The JPEG header of data, None when it is not a JPEG (Pillow may read it).
+
+    A damaged JPEG, or one refused by a limit or as unsupported, raises JpegError
+    naming src: the pixel paths must not hand such files to Pillow instead.
+    """
+    try:
+        return read_header(data, max_pixels=max_pixels)
+    except JpegError as e:
+        if data[:2] == b"\xff\xd8" or e.kind in ("limit", "unsupported"):
+            raise JpegError(source_name(src), e.reason, e.kind) from None
+        return None
+
+
 # JFIF full-range BT.601
 _RGB2YCC = np.array([[0.299, 0.587, 0.114],
                      [-0.168735892, -0.331264108, 0.5],
@@ -166,12 +180,7 @@ def decode_planes(src, max_pixels=None, exif=False):
     non-JPEG images go through Pillow's RGB decode and a float JFIF conversion.
     """
     data = _read_bytes(src)
-    hdr = None
-    try:
-        hdr = read_header(data, max_pixels=max_pixels)
-    except JpegError as e:
-        if data[:2] == b"\xff\xd8" or e.kind in ("limit", "unsupported"):
-            raise JpegError(source_name(src), e.reason, e.kind) from None
+    hdr = _jpeg_header(src, data, max_pixels)
     orientation = hdr.orientation if (hdr is not None and exif) else 1
     if hdr is not None and hdr.color_space in ("YCbCr", "GRAY"):
         try:
@@ -275,12 +284,7 @@ def rgb_image(src, geometry: Optional[Geometry] = None, stats=None, max_pixels=N
     from PIL import Image
     geometry = geometry or eval_geometry(224)
     data = _read_bytes(src)
-    try:
-        hdr = read_header(data, max_pixels=max_pixels)
-    except JpegError as e:
-        if data[:2] == b"\xff\xd8" or e.kind in ("limit", "unsupported"):
-            raise JpegError(source_name(src), e.reason, e.kind) from None
-        hdr = None
+    hdr = _jpeg_header(src, data, max_pixels)
     rgb = None
     tj = _turbojpeg() if hdr is not None and hdr.color_space in ("YCbCr", "GRAY") else None
     if tj:
