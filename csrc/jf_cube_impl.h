@@ -150,9 +150,6 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
         if (f == nv) V[nv++] = v;
         vi[i] = f;
     }
-#ifdef JF_PROFILE
-    double t0 = jf_now();
-#endif
     if (req->n == 0)
         return 0;
     Ap = jf_band_acquire(ax_h, ci->height_in_blocks, U, nu, st);
@@ -208,7 +205,6 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
     if (setjmp(d->err.jmp))
         goto done;
 
-    PROF(0, t0);
     /* ---- pass 1: horizontal, every used input block once ----
      * Block ib feeds output column blocks [oc_lo, oc_hi), whose intermediate
      * entries are contiguous: T[up][oc_lo*nvp : +L] += X[up] . W_ib (8 x L).
@@ -235,7 +231,6 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
         rowsused[i] = zeroed;
     }
 
-    PROF(1, t0);
     /* ---- pass 2: vertical.  For each output block row, the non-zero
      * intermediate rows it reads are listed once; then each 8-wide column
      * segment is accumulated in registers for all kept u at once. ---- */
@@ -285,7 +280,6 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
                     out[(size_t)oc * out_hb + ob] = ac[(size_t)oc * nvp] * s + o;
         }
     }
-    PROF(2, t0);
     ret = 0;
 done:
 #undef A

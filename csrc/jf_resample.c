@@ -27,14 +27,6 @@
 #if defined(__GNUC__)
 typedef float jf_v8 __attribute__((vector_size(32)));
 #endif
-#ifdef JF_PROFILE
-#include <time.h>
-double jf_prof[16];
-static double jf_now(void){struct timespec t; clock_gettime(CLOCK_MONOTONIC,&t); return t.tv_sec*1e3+t.tv_nsec*1e-6;}
-#define PROF(i, t0) (jf_prof[i] += jf_now() - (t0), (t0) = jf_now())
-#else
-#define PROF(i, t0) ((void)0)
-#endif
 
 /* ======================================================================== */
 /* 8-point orthonormal DCT-II basis: C[u][x]                                 */
