@@ -483,14 +483,22 @@ static jf_orient orientation_ops(int o)
     return r;
 }
 
-/* Compute the cube of an open decoder (coefficients read).  box is in
- * displayed coordinates (after orientation) or NULL for the eval box. */
-static int cube_compute(jf_decoder *d, const int *comp_of, const int *ks, const float *scale,
-                        const float *offset, int nch, float *out, int out_h, int out_w,
-                        const double *box_in, int resize, int flip, int orientation,
-                        jf_status *st)
+/* The operator's inputs for one component of the cube. */
+typedef struct {
+    jf_axis ah, aw;         /* stored rows / stored columns axes */
+    jf_comp_request req;    /* req.n == 0: nothing to compute for it */
+    int transpose;
+} cube_part;
+
+/* Plan the cube of an open decoder (header read, coefficients not needed):
+ * the axes and requests per component.  Grayscale chroma channels are filled
+ * here (neutral chroma, exactly 0 before normalization).  box is in displayed
+ * coordinates (after orientation) or NULL for the eval box. */
+static int cube_plan(const jf_header *h, const int *comp_of, const int *ks, const float *scale,
+                     const float *offset, int nch, float *out, int out_h, int out_w,
+                     const double *box_in, int resize, int flip, int orientation,
+                     cube_part part[3], jf_status *st)
 {
-    const jf_header *h = &d->hdr;
     jf_orient o = orientation_ops(orientation);
     int disp_w = o.transpose ? h->height : h->width;
     int disp_h = o.transpose ? h->width : h->height;
@@ -516,16 +524,14 @@ static int cube_compute(jf_decoder *d, const int *comp_of, const int *ks, const 
         fv = 1;
     }
     for (c = 0; c < 3; c++) {
-        jf_comp_request req;
-        jf_axis ah, aw;
-        int any = 0;
-        req.n = 0;
+        jf_comp_request *req = &part[c].req;
+        jf_axis *ah = &part[c].ah, *aw = &part[c].aw;
+        req->n = 0;
+        part[c].transpose = o.transpose;
         for (i = 0; i < nch; i++) {
             if (comp_of[i] != c)
                 continue;
-            any = 1;
             if (c >= h->num_components) {
-                /* grayscale: neutral chroma, exactly 0 before normalization */
                 float v = offset ? offset[i] : 0.0f;
                 size_t e, n = (size_t)(out_h / 8) * (out_w / 8);
                 float *p = out + (size_t)i * n;
@@ -533,13 +539,13 @@ static int cube_compute(jf_decoder *d, const int *comp_of, const int *ks, const 
                     p[e] = v;
                 continue;
             }
-            req.k[req.n] = o.transpose ? ((ks[i] & 7) << 3 | ks[i] >> 3) : ks[i];
-            req.channel[req.n] = i;
-            req.scale[req.n] = scale ? scale[i] : 1.0f;
-            req.offset[req.n] = offset ? offset[i] : 0.0f;
-            req.n++;
+            req->k[req->n] = o.transpose ? ((ks[i] & 7) << 3 | ks[i] >> 3) : ks[i];
+            req->channel[req->n] = i;
+            req->scale[req->n] = scale ? scale[i] : 1.0f;
+            req->offset[req->n] = offset ? offset[i] : 0.0f;
+            req->n++;
         }
-        if (!any || c >= h->num_components)
+        if (req->n == 0)
             continue;
         {
             const jf_comp_info *ci = &h->comp[c];
@@ -552,24 +558,59 @@ static int cube_compute(jf_decoder *d, const int *comp_of, const int *ks, const 
                 return -1;
             }
             /* stored rows axis: displayed rows, or displayed columns when transposed */
-            ah.image_size = h->height;
-            ah.comp_size = ci->height;
-            ah.factor = fy;
-            aw.image_size = h->width;
-            aw.comp_size = ci->width;
-            aw.factor = fx;
+            ah->image_size = h->height;
+            ah->comp_size = ci->height;
+            ah->factor = fy;
+            aw->image_size = h->width;
+            aw->comp_size = ci->width;
+            aw->factor = fx;
             if (!o.transpose) {
-                ah.box0 = by0; ah.box1 = by1; ah.out_size = out_h; ah.flip = fv;
-                aw.box0 = bx0; aw.box1 = bx1; aw.out_size = out_w; aw.flip = fh;
-                if (jf_component_cube(d, c, &ah, &aw, &req, out, out_h / 8, out_w / 8, 0, st) != 0)
-                    return -1;
+                ah->box0 = by0; ah->box1 = by1; ah->out_size = out_h; ah->flip = fv;
+                aw->box0 = bx0; aw->box1 = bx1; aw->out_size = out_w; aw->flip = fh;
             } else {
-                ah.box0 = bx0; ah.box1 = bx1; ah.out_size = out_w; ah.flip = fh;
-                aw.box0 = by0; aw.box1 = by1; aw.out_size = out_h; aw.flip = fv;
-                if (jf_component_cube(d, c, &ah, &aw, &req, out, out_w / 8, out_h / 8, 1, st) != 0)
-                    return -1;
+                ah->box0 = bx0; ah->box1 = bx1; ah->out_size = out_w; ah->flip = fh;
+                aw->box0 = by0; aw->box1 = by1; aw->out_size = out_h; aw->flip = fv;
             }
         }
+    }
+    return 0;
+}
+
+/* The iMCU row after which a single-scan file holds every row the planned
+ * cube reads (component block rows are v_samp per iMCU row); 0 if unknown. */
+static int cube_stop_row(jf_decoder *d, const cube_part part[3], jf_status *st)
+{
+    int c, stop = 0;
+    for (c = 0; c < 3 && c < d->hdr.num_components; c++) {
+        int rows, v = d->hdr.comp[c].v_samp, r;
+        if (part[c].req.n == 0)
+            continue;
+        rows = jf_rows_needed(d, c, &part[c].ah, &part[c].req, st);
+        if (rows < 0)
+            return -1;
+        r = (rows + v - 1) / v;
+        if (r > stop)
+            stop = r;
+    }
+    return stop;
+}
+
+/* Run the planned operator on a decoder whose coefficients are read. */
+static int cube_run(jf_decoder *d, const cube_part part[3], float *out, int out_h, int out_w,
+                    jf_status *st)
+{
+    int c;
+    for (c = 0; c < 3 && c < d->hdr.num_components; c++) {
+        const cube_part *p = &part[c];
+        if (p->req.n == 0)
+            continue;
+        if (!p->transpose) {
+            if (jf_component_cube(d, c, &p->ah, &p->aw, &p->req, out, out_h / 8, out_w / 8, 0,
+                                  st) != 0)
+                return -1;
+        } else if (jf_component_cube(d, c, &p->ah, &p->aw, &p->req, out, out_w / 8, out_h / 8,
+                                     1, st) != 0)
+            return -1;
     }
     return 0;
 }
@@ -578,12 +619,12 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"src", "comp", "k", "out_h", "out_w", "scale", "offset", "box",
                              "resize", "flip", "orientation", "max_pixels", "strict",
-                             "band_cutoff", NULL};
+                             "band_cutoff", "early_stop", NULL};
     PyObject *src, *comp_o, *k_o, *scale_o = Py_None, *offset_o = Py_None, *box_o = Py_None;
     PyObject *out = NULL, *warn;
     Py_buffer comp_v, k_v, scale_v, offset_v;
     int have_scale = 0, have_offset = 0, out_h, out_w, resize = 0, flip = 0, orient = 0;
-    int strict = 0, band_cutoff = 0, rc, i, nch;
+    int strict = 0, band_cutoff = 0, early_stop = 1, rc, i, nch;
     long long max_pixels = 0;
     double box[4];
     int have_box = 0;
@@ -593,9 +634,9 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
     Py_ssize_t n;
 
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOii|OOOipiLpp", kwlist, &src, &comp_o, &k_o,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOii|OOOipiLppp", kwlist, &src, &comp_o, &k_o,
                                      &out_h, &out_w, &scale_o, &offset_o, &box_o, &resize, &flip,
-                                     &orient, &max_pixels, &strict, &band_cutoff))
+                                     &orient, &max_pixels, &strict, &band_cutoff, &early_stop))
         return NULL;
     if (out_h <= 0 || out_w <= 0 || out_h % 8 || out_w % 8 || out_h > JF_MAX_OUT ||
         out_w > JF_MAX_OUT) {
@@ -707,20 +748,31 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
             jf_close(d);
     }
     if (rc == 0) {
-        int o = orient;
-        rc = jf_read_all(d, &st);
-        if (rc == 0 && strict)
-            rc = strict_check(&st, &st);
+        int o = orient, stop;
+        cube_part part[3];
+        float *outp = (float *)PyArray_DATA((PyArrayObject *)out);
         if (o == 0)
             o = 1;
         else if (o < 0 || o > 8)
             o = d->hdr.orientation;
+        rc = cube_plan(&d->hdr, (const int *)comp_v.buf, (const int *)k_v.buf,
+                       have_scale ? (const float *)scale_v.buf : NULL,
+                       have_offset ? (const float *)offset_v.buf : NULL, nch, outp, out_h, out_w,
+                       have_box ? box : NULL, resize, flip, o, part, &st);
+        /* entropy-decode only down to the last block row the operator reads */
+        if (rc == 0 && early_stop) {
+            stop = cube_stop_row(d, part, &st);
+            if (stop < 0)
+                rc = -1;
+            else
+                d->stop_imcu = stop;
+        }
         if (rc == 0)
-            rc = cube_compute(d, (const int *)comp_v.buf, (const int *)k_v.buf,
-                              have_scale ? (const float *)scale_v.buf : NULL,
-                              have_offset ? (const float *)offset_v.buf : NULL, nch,
-                              (float *)PyArray_DATA((PyArrayObject *)out), out_h, out_w,
-                              have_box ? box : NULL, resize, flip, o, &st);
+            rc = jf_read_all(d, &st);
+        if (rc == 0 && strict)
+            rc = strict_check(&st, &st);
+        if (rc == 0)
+            rc = cube_run(d, part, outp, out_h, out_w, &st);
         jf_close(d);
     }
     Py_END_ALLOW_THREADS
@@ -934,7 +986,9 @@ static PyMethodDef methods[] = {
      "entropy_decode(src): jpeg_read_coefficients only (the benchmark floor)"},
     {"cube", (PyCFunction)(void (*)(void))py_cube, METH_VARARGS | METH_KEYWORDS,
      "cube(src, comp, k, out_h, out_w, scale=None, offset=None, box=None, resize=0, flip=False, "
-     "orientation=0, max_pixels=0, strict=False, band_cutoff=False) -> (cube, warnings)"},
+     "orientation=0, max_pixels=0, strict=False, band_cutoff=False, early_stop=True) -> "
+     "(cube, warnings); early_stop: single-scan files are entropy-decoded only down to the "
+     "last block row the cube reads"},
     {"axis_matrix", (PyCFunction)(void (*)(void))py_axis_matrix, METH_VARARGS | METH_KEYWORDS,
      "axis_matrix(image_size, comp_size, factor, box0, box1, out_size, flip=False) -> M (out, comp)"},
     {"resample_plane", (PyCFunction)(void (*)(void))py_resample_plane, METH_VARARGS | METH_KEYWORDS,

@@ -70,6 +70,7 @@ struct jf_error_mgr {
     jmp_buf jmp;
     jf_status *status;
     int max_scans;
+    int cut;                /* the input was cut on purpose (jf_read_all's stop_imcu) */
 };
 
 struct jf_source_mgr {
@@ -86,6 +87,11 @@ typedef struct {
     struct jpeg_progress_mgr progress;
     jvirt_barray_ptr *coefs;    /* after jf_read_all */
     int created;
+    /* > 0: a single-scan (sequential, interleaved) file is read up to this
+     * iMCU row only: entropy decoding stops there, later rows are left zero
+     * and warnings about them are dropped.  Set by the caller before
+     * jf_read_all (see jf_rows_needed); 0 reads everything. */
+    int stop_imcu;
     jf_header hdr;
     /* Quant tables per component (natural order), valid after jf_read_all. */
     uint16_t quant[JF_MAX_COMPONENTS][64];
@@ -101,7 +107,8 @@ void jf_status_init(jf_status *st);
 int jf_open(jf_decoder *d, const uint8_t *buf, size_t len, long long max_pixels,
             jf_status *st);
 
-/* Entropy-decode every scan into libjpeg's coefficient arrays (jpeg_read_coefficients). */
+/* Entropy-decode every scan into libjpeg's coefficient arrays (jpeg_read_coefficients);
+ * with d->stop_imcu set, only up to that iMCU row where the file allows it. */
 int jf_read_all(jf_decoder *d, jf_status *st);
 
 /* Copy component c's quantized blocks as int16 (height_in_blocks, width_in_blocks, 64). */
@@ -218,6 +225,12 @@ typedef struct {
 /* transpose != 0: the caller passed the axes of the stored (untransposed)
  * image and swapped (u, v) in req->k; the result is written transposed, so
  * the cube is [C][out_wb][out_hb] in that case. */
+/* 1 + the last block row of component c (stored rows axis ax_h) that
+ * jf_component_cube reads with a non-zero weight for this request; 0 when none,
+ * -1 on error.  Lets the caller stop entropy decoding below the crop. */
+int jf_rows_needed(jf_decoder *d, int c, const jf_axis *ax_h, const jf_comp_request *req,
+                   jf_status *st);
+
 int jf_component_cube(jf_decoder *d, int c, const jf_axis *ax_h, const jf_axis *ax_w,
                       const jf_comp_request *req, float *cube, int out_hb, int out_wb,
                       int transpose, jf_status *st);

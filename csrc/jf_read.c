@@ -84,8 +84,8 @@ static void jf_emit_message(j_common_ptr cinfo, int msg_level)
     char buf[JMSG_LENGTH_MAX];
     int i;
 
-    if (msg_level >= 0)
-        return; /* trace messages: ignored */
+    if (msg_level >= 0 || err->cut)
+        return; /* trace messages, or about data past a deliberate cut: ignored */
     err->pub.num_warnings++;
     st->nwarnings++;
     if (st->nstored >= JF_MAX_WARN)
@@ -113,6 +113,22 @@ static void jf_progress(j_common_ptr cinfo)
                  "more than %d scans: refusing a progressive file built to exhaust the decoder",
                  err->max_scans);
         longjmp(err->jmp, 1);
+    }
+    /* Called before each iMCU row of a single-scan file: once the rows the
+     * caller needs are in, end the input (a silent EOI, as jf_limit_input).
+     * Only a scan holding every component is cut: in a sequential file that
+     * is the only scan.  The entropy decoder then runs out of data, leaves
+     * the remaining blocks zero and warns, which jf_emit_message drops. */
+    if (cinfo->is_decompressor && !err->cut) {
+        jf_decoder *dec = (jf_decoder *)cinfo; /* cinfo is its first member */
+        if (dec->stop_imcu > 0 && !d->progressive_mode &&
+            d->comps_in_scan == d->num_components &&
+            (int)d->input_iMCU_row >= dec->stop_imcu &&
+            d->input_iMCU_row < d->total_iMCU_rows) {
+            err->cut = 1;
+            dec->src.pub.bytes_in_buffer = 0;
+            dec->src.eof_reached = 1;
+        }
     }
 }
 

@@ -595,6 +595,30 @@ int jf_component_cube(jf_decoder *d, int c, const jf_axis *ax_h, const jf_axis *
     return component_cube_generic(d, c, ax_h, ax_w, req, cube, out_hb, out_wb, transpose, st);
 }
 
+int jf_rows_needed(jf_decoder *d, int c, const jf_axis *ax_h, const jf_comp_request *req,
+                   jf_status *st)
+{
+    /* the kept u in jf_component_cube's order: the same cached band A */
+    int U[8], nu = 0, i, f, ob, last = -1;
+    jf_band *A;
+    for (i = 0; i < req->n; i++) {
+        int u = req->k[i] >> 3;
+        for (f = 0; f < nu && U[f] != u; f++) {}
+        if (f == nu)
+            U[nu++] = u;
+    }
+    if (nu == 0)
+        return 0;
+    A = jf_band_acquire(ax_h, d->hdr.comp[c].height_in_blocks, U, nu, st);
+    if (!A)
+        return -1;
+    for (ob = 0; ob < A->nob; ob++)
+        if (A->hi[ob] >= A->lo[ob] && A->hi[ob] > last)
+            last = A->hi[ob];
+    jf_band_release(A);
+    return last + 1;
+}
+
 void jf_eval_box(int width, int height, int resize, int crop_h, int crop_w, double box[4])
 {
     /* resized size: short side = resize, long side truncated (torchvision Resize) */

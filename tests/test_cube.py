@@ -256,6 +256,58 @@ def test_sources_agree_for_path_bytes_and_memoryview(tmp_path):
             assert np.array_equal(jpegfreq.cube(src, size=224, source=source), ref)
 
 
+# -- early stop: single-scan files are entropy-decoded down to the rows the cube reads --
+
+def _early_stop_cube(data, cs, g, orientation=0, early_stop=True):
+    from jpegfreq import _jpegfreq
+    return _jpegfreq.cube(data, cs.component_of, cs.k, g.out_h, g.out_w, None, None, g.box,
+                          g.resize, g.flip, orientation, 0, False, False, early_stop=early_stop)
+
+
+@pytest.mark.parametrize("case", EQUIVALENCE_CASES + ["odd-size"])
+def test_early_stop_gives_the_cube_of_the_whole_file(case):
+    """Rows below the last one with a non-zero weight are never needed: stopping there is exact,
+    for eval, train boxes, flips and every orientation (which changes the stored rows read)."""
+    cs = ChannelSet.parse("24S")
+    rng = np.random.default_rng(5)
+    for data in _files(case, 2):
+        h = jpegfreq.read_header(data)
+        geoms = [eval_geometry(448), eval_geometry(224), Geometry(448, 448, (0, 0, 40, 30))]
+        geoms += [sample_train(h.width, h.height, 448, rng) for _ in range(4)]
+        for g in geoms:
+            for o in (1, 3, 6, 8):
+                part, _ = _early_stop_cube(data, cs, g, o)
+                whole, _ = _early_stop_cube(data, cs, g, o, early_stop=False)
+                assert np.array_equal(part, whole), (case, g, o)
+
+
+def test_early_stop_ignores_damage_below_the_crop():
+    """A portrait 4:2:0 file cut in its last rows: the eval cube never reads them, so it is the
+    intact file's cube and has no warning; read_coefficients (every row) does warn."""
+    data = make_jpeg("baseline-420", 320, 480)
+    cut = data[:int(len(data) * 0.95)]
+    assert any("Premature end" in w for w in jpegfreq.read_coefficients(cut).warnings)
+    warns = []
+    got = jpegfreq.cube(cut, "24S", size=224, strict=True, warnings_out=warns)
+    assert warns == [] and np.array_equal(got, jpegfreq.cube(data, "24S", size=224))
+    # without the early stop the same call sees the damage
+    _, warns = _early_stop_cube(cut, ChannelSet.parse("24S"), eval_geometry(224), early_stop=False)
+    assert any("Premature end" in w for w in warns)
+    # a crop that reaches the bottom reads (and reports) the damaged rows
+    warns = []
+    jpegfreq.cube(cut, "24S", geometry=Geometry(224, 224, (0, 240, 320, 480)), warnings_out=warns)
+    assert any("Premature end" in w for w in warns)
+
+
+def test_early_stop_leaves_multi_scan_files_whole():
+    """Progressive files have several scans: no row cut applies (band_cutoff is their option)."""
+    data = make_jpeg("progressive-420", 320, 480)
+    cut = data[:int(len(data) * 0.97)]
+    warns = []
+    jpegfreq.cube(cut, "24S", size=224, warnings_out=warns)
+    assert any("Premature end" in w for w in warns)
+
+
 # -- band cutoff on progressive files -------------------------------------------------
 
 SPECTRAL_SCANS = """0,1,2: 0-0, 0, 0;
