@@ -93,28 +93,38 @@ static inline int JF_IMPL(block_rows_used)(const JCOEF *blk)
     return m ? 32 - __builtin_clz(m) : 0;
 }
 
-/* One 8-wide column segment of pass 2: rowacc[fu][e:e+8] = sum_i wr[i][fu] * rp[i][e:e+8]
- * for the first NU kept u (accumulators stay in registers). */
-#define JF_PASS2_SEGMENT(NU)                                                        \
-    static inline void JF_IMPL(pass2_segment##NU)(const float *const *rp,           \
+/* M adjacent 8-wide column segments of pass 2: rowacc[fu][e:e+8M] =
+ * sum_i wr[i][fu] * rp[i][e:e+8M] for the first NU kept u.  The M x NU
+ * accumulators stay in registers; each weight broadcast serves M segments. */
+#define JF_PASS2_SEGMENT(NU, M)                                                     \
+    static inline void JF_IMPL(pass2_seg##NU##x##M)(const float *const *rp,         \
                                                   float wr[][8], int nr, size_t e,  \
                                                   float *rowacc, size_t stride)     \
     {                                                                               \
-        jf_v8 a[NU];                                                                \
-        int i, fu;                                                                  \
-        for (fu = 0; fu < NU; fu++)                                                 \
-            a[fu] = (jf_v8){0, 0, 0, 0, 0, 0, 0, 0};                                \
-        for (i = 0; i < nr; i++) {                                                  \
-            jf_v8 t = JF_IMPL(v8_load)(rp[i] + e);                                  \
+        jf_v8 a[M][NU];                                                             \
+        int i, fu, m;                                                               \
+        for (m = 0; m < M; m++)                                                     \
             for (fu = 0; fu < NU; fu++)                                             \
-                a[fu] += wr[i][fu] * t;                                             \
+                a[m][fu] = (jf_v8){0, 0, 0, 0, 0, 0, 0, 0};                         \
+        for (i = 0; i < nr; i++) {                                                  \
+            jf_v8 t[M];                                                             \
+            for (m = 0; m < M; m++)                                                 \
+                t[m] = JF_IMPL(v8_load)(rp[i] + e + 8 * m);                         \
+            for (fu = 0; fu < NU; fu++) {                                           \
+                float w = wr[i][fu];                                                \
+                for (m = 0; m < M; m++)                                             \
+                    a[m][fu] += w * t[m];                                           \
+            }                                                                       \
         }                                                                           \
-        for (fu = 0; fu < NU; fu++)                                                 \
-            JF_IMPL(v8_store)(rowacc + fu * stride + e, a[fu]);                     \
+        for (m = 0; m < M; m++)                                                     \
+            for (fu = 0; fu < NU; fu++)                                             \
+                JF_IMPL(v8_store)(rowacc + fu * stride + e + 8 * m, a[m][fu]);      \
     }
-JF_PASS2_SEGMENT(2)
-JF_PASS2_SEGMENT(4)
-JF_PASS2_SEGMENT(8)
+JF_PASS2_SEGMENT(2, 1)
+JF_PASS2_SEGMENT(2, 4)
+JF_PASS2_SEGMENT(4, 1)
+JF_PASS2_SEGMENT(4, 2)
+JF_PASS2_SEGMENT(8, 1)
 #undef JF_PASS2_SEGMENT
 
 static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
@@ -250,14 +260,21 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
                     rp[nr++] = T + ((size_t)r * 8 + up) * tstride;
             }
         }
-        for (e = 0; e < trow; e += 8) {
-            if (nu <= 2)
-                JF_IMPL(pass2_segment2)(rp, wr, nr, e, rowacc, trowp);
-            else if (nu <= 4)
-                JF_IMPL(pass2_segment4)(rp, wr, nr, e, rowacc, trowp);
-            else
-                JF_IMPL(pass2_segment8)(rp, wr, nr, e, rowacc, trowp);
-        }
+        /* wide register tiles first, then single segments up to trow */
+        e = 0;
+        if (nu <= 2) {
+            for (; e + 32 <= trowp; e += 32)
+                JF_IMPL(pass2_seg2x4)(rp, wr, nr, e, rowacc, trowp);
+            for (; e < trow; e += 8)
+                JF_IMPL(pass2_seg2x1)(rp, wr, nr, e, rowacc, trowp);
+        } else if (nu <= 4) {
+            for (; e + 16 <= trowp; e += 16)
+                JF_IMPL(pass2_seg4x2)(rp, wr, nr, e, rowacc, trowp);
+            for (; e < trow; e += 8)
+                JF_IMPL(pass2_seg4x1)(rp, wr, nr, e, rowacc, trowp);
+        } else
+            for (; e < trow; e += 8)
+                JF_IMPL(pass2_seg8x1)(rp, wr, nr, e, rowacc, trowp);
         for (n = 0; n < req->n; n++) {
             const float *ac = rowacc + (size_t)ui[n] * trowp + vi[n];
             float s = req->scale[n], o = req->offset[n];
