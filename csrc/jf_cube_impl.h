@@ -266,12 +266,17 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
         goto done;
     }
     /* input block rows used by A */
+    /* input block rows with a non-zero weight: [rmin, rmax) */
     rmin = ci->height_in_blocks;
     rmax = 0;
     for (ob = 0; ob < A.nob; ob++) {
-        if (A.start[ob] < rmin) rmin = A.start[ob];
-        if (A.start[ob] + A.nb > rmax) rmax = A.start[ob] + A.nb;
+        if (A.hi[ob] < A.lo[ob])
+            continue;
+        if (A.lo[ob] < rmin) rmin = A.lo[ob];
+        if (A.hi[ob] + 1 > rmax) rmax = A.hi[ob] + 1;
     }
+    if (rmax < rmin)
+        rmin = rmax = 0;
     nrows = rmax - rmin;
     /* the horizontal pass's tables come with the (cached) band */
     nvp = B.nvp;
@@ -335,7 +340,7 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
     for (ob = 0; ob < A.nob; ob++) {
         int nr = 0, n;
         size_t e;
-        for (j = 0; j < A.nb; j++) {
+        for (j = A.lo[ob] - A.start[ob]; j <= A.hi[ob] - A.start[ob]; j++) {
             int r = A.start[ob] + j - rmin, up, fu;
             for (up = 0; up < rowsused[r]; up++) {
                 int any = 0;

@@ -295,8 +295,16 @@ int jf_band_build(const jf_axis *ax, int in_blocks, const int *freqs, int nf,
                 wb = kw[m] * (1.0 - w0);
                 a -= s_base;
                 b -= s_base;
-                if (a < slo) slo = a;
-                if (b > shi) shi = b;
+                /* the band holds the samples with a non-zero weight only (an
+                 * exact edge tap or an un-upsampled axis adds zero weights) */
+                if (wa != 0.0) {
+                    if (a < slo) slo = a;
+                    if (a > shi) shi = a;
+                }
+                if (wb != 0.0) {
+                    if (b < slo) slo = b;
+                    if (b > shi) shi = b;
+                }
                 for (f = 0; f < nf; f++) {
                     double *ar = arow + (size_t)f * nb * 8;
                     ar[a] += ct[f] * wa;
