@@ -90,8 +90,10 @@ def cube(src, channels="24S", size: int = 448, source: str = "jpeg-coeffs",
     band_cutoff: progressive files: stop decoding once the scans holding the kept
         frequency band (0..max(u, v) per component) are complete (approximate).
     Returns float32/float16 numpy (C, out_h/8, out_w/8); rgb: (3, out_h, out_w).
-    Cost (500x375 4:2:0, one core): about 1.2x libjpeg-turbo's entropy decode for
-    jpeg-coeffs 24S eval; see the README's benchmark table.  Thread-safe.
+    Cost (ImageNet median, one core): about 1.1x libjpeg-turbo's entropy decode of the
+    whole file for jpeg-coeffs 24S eval; sequential files are decoded only down to the
+    last row the crop uses, so damage below it is neither read nor reported.  See the
+    README's benchmark table.  Thread-safe.
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
