@@ -5,7 +5,7 @@
  * the binding does: EXIF orientation, header (with a 1-megapixel limit so
  * the fuzzer cannot ask for gigabytes), entropy decode, int16 copy,
  * dequantized copy of a few frequencies, the progressive cut-off and a
- * cut-off read, the coefficient-domain cube (eval geometry, a flipped request
+ * cut-off read, a read that stops below the eval crop, the coefficient-domain cube (eval geometry, a flipped request
  * and a transposed one as EXIF orientations 5..8 make it, a box overhanging
  * the image, the whole image into one block), and the pixel decode of the
  * spatial path.  Every output buffer
@@ -218,9 +218,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         jf_close(d);
     }
+
+    /* 3. the binding's early stop: entropy decoding ends after the iMCU row
+     * holding the last luma block row the eval cube reads; then the cubes
+     * (the other geometries also read rows that were never decoded) */
+    jf_status_init(&st);
+    if (jf_open(d, data, size, FUZZ_MAX_PIXELS, &st) == 0) {
+        const jf_header *h = &d->hdr;
+        jf_comp_request req;
+        jf_axis ah;
+        double box[4];
+        int next = 0, rows;
+        jf_eval_box(h->width, h->height, 73, 64, 64, box);
+        make_request(&req, 0, 0, &next);
+        ah.image_size = h->height;
+        ah.comp_size = h->comp[0].height;
+        ah.factor = h->max_v / h->comp[0].v_samp;
+        ah.box0 = box[1];
+        ah.box1 = box[3];
+        ah.out_size = 64;
+        ah.flip = 0;
+        rows = jf_rows_needed(d, 0, &ah, &req, &st);
+        if (rows > 0) {
+            d->stop_imcu = (rows + h->comp[0].v_samp - 1) / h->comp[0].v_samp;
+            if (jf_read_all(d, &st) == 0)
+                run_cubes(d);
+        }
+        jf_close(d);
+    }
     free(d);
 
-    /* 3. the spatial path's pixel decode */
+    /* 4. the spatial path's pixel decode */
     decode_pixels(data, size);
     return 0;
 }
