@@ -220,17 +220,17 @@ typedef struct {
     float offset[64];
 } jf_comp_request;
 
-/* out = A Q B^T for one component of a decoder whose coefficients are read;
- * writes channels of the float32 cube [C][out_h/8][out_w/8]. */
-/* transpose != 0: the caller passed the axes of the stored (untransposed)
- * image and swapped (u, v) in req->k; the result is written transposed, so
- * the cube is [C][out_wb][out_hb] in that case. */
 /* 1 + the last block row of component c (stored rows axis ax_h) that
  * jf_component_cube reads with a non-zero weight for this request; 0 when none,
  * -1 on error.  Lets the caller stop entropy decoding below the crop. */
 int jf_rows_needed(jf_decoder *d, int c, const jf_axis *ax_h, const jf_comp_request *req,
                    jf_status *st);
 
+/* out = A Q B^T for one component of a decoder whose coefficients are read;
+ * writes channels of the float32 cube [C][out_h/8][out_w/8]. */
+/* transpose != 0: the caller passed the axes of the stored (untransposed)
+ * image and swapped (u, v) in req->k; the result is written transposed, so
+ * the cube is [C][out_wb][out_hb] in that case. */
 int jf_component_cube(jf_decoder *d, int c, const jf_axis *ax_h, const jf_axis *ax_w,
                       const jf_comp_request *req, float *cube, int out_hb, int out_wb,
                       int transpose, jf_status *st);

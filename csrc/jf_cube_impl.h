@@ -10,7 +10,7 @@
 /* T[up][0:L] += X[up][0:8] . W[8][L] for the n used rows; T rows `stride`
  * apart; L a multiple of 8.  Explicit 8-wide vectors keep the accumulators in
  * registers (GCC/clang vector extensions; a scalar loop elsewhere).  The loop
- * is load-bound (a broadcast of x per FMA), so the common widths have their
+ * issues a broadcast load of x per FMA, so the common widths have their
  * own register tiles: L = 16 (luma, 4 kept v over 2-3 output blocks) and
  * L = 8 (chroma, and luma over 2 output blocks); other widths take 8-wide
  * column chunks.  Measured on the sample files: pass 1 -15% luma, -11% chroma. */
