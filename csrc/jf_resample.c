@@ -184,6 +184,48 @@ static void row_accumulate(const jf_axis *ax, const jf_resize *r, int y, double 
     }
 }
 
+/* upsample_tap for every full-resolution pixel [pmin, pmax) the resize reads,
+ * once per axis (the band build visits each pixel several times). */
+typedef struct {
+    int pmin;
+    int *a, *b;
+    double *w0;
+} jf_taps;
+
+static int taps_init(const jf_axis *ax, const jf_resize *r, jf_taps *tp)
+{
+    int i, p, pmin = 1 << 30, pmax = 0;
+    for (i = 0; i < ax->out_size; i++) {
+        int p0 = r->bounds[2 * i], n = r->bounds[2 * i + 1];
+        if (n <= 0)
+            continue;
+        if (p0 < pmin) pmin = p0;
+        if (p0 + n > pmax) pmax = p0 + n;
+    }
+    if (pmax <= pmin)
+        pmin = pmax = 0;
+    tp->pmin = pmin;
+    tp->a = (int *)malloc(sizeof(int) * 2 * (size_t)(pmax - pmin + 1));
+    tp->w0 = (double *)malloc(sizeof(double) * (size_t)(pmax - pmin + 1));
+    if (!tp->a || !tp->w0) {
+        free(tp->a);
+        free(tp->w0);
+        tp->a = NULL;
+        tp->w0 = NULL;
+        return -1;
+    }
+    tp->b = tp->a + (pmax - pmin + 1);
+    for (p = pmin; p < pmax; p++)
+        upsample_tap(ax, p, &tp->a[p - pmin], &tp->b[p - pmin], &tp->w0[p - pmin]);
+    return 0;
+}
+
+static void taps_free(jf_taps *tp)
+{
+    free(tp->a);
+    free(tp->w0);
+}
+
 int jf_axis_matrix(const jf_axis *ax, double *M)
 {
     jf_resize r;
@@ -220,9 +262,11 @@ int jf_band_build(const jf_axis *ax, int in_blocks, const int *freqs, int nf,
                   jf_band *band, jf_status *st)
 {
     jf_resize r;
+    jf_taps tp;
     int nob = ax->out_size / 8, ob, t, f, j, k, x, nb = 1;
     int *lo_b = NULL;
     double *arow = NULL;
+    double dct8t[8][8]; /* dct8 transposed, as double: [x][k] */
 
     dct8_init();
     memset(band, 0, sizeof(*band));
@@ -239,16 +283,29 @@ int jf_band_build(const jf_axis *ax, int in_blocks, const int *freqs, int nf,
         st->kind = JF_ERR_ARG;
         return -1;
     }
+    if (taps_init(ax, &r, &tp) != 0) {
+        resize_free(&r);
+        snprintf(st->msg, JF_MSG_LEN, "out of memory building the resampling operator");
+        st->kind = JF_ERR_MEMORY;
+        return -1;
+    }
+    for (x = 0; x < 8; x++)
+        for (k = 0; k < 8; k++)
+            dct8t[x][k] = dct8[k][x];
     lo_b = (int *)malloc(sizeof(int) * nob);
     band->start = (int *)malloc(sizeof(int) * nob);
     if (!lo_b || !band->start)
         goto oom;
-    /* pass 1: band of input blocks per output block */
+    /* pass 1: band of input blocks per output block (row_range, from the taps) */
     for (ob = 0; ob < nob; ob++) {
         int lo = 1 << 30, hi = -1;
         for (t = 0; t < 8; t++) {
-            int a, b;
-            row_range(ax, &r, ob * 8 + t, &a, &b);
+            int y = ob * 8 + t, src = ax->flip ? ax->out_size - 1 - y : y;
+            int p0 = r.bounds[2 * src] - tp.pmin, n = r.bounds[2 * src + 1], a, b;
+            if (n <= 0)
+                continue;
+            a = tp.a[p0] < tp.b[p0] ? tp.a[p0] : tp.b[p0];
+            b = tp.a[p0 + n - 1] > tp.b[p0 + n - 1] ? tp.a[p0 + n - 1] : tp.b[p0 + n - 1];
             if (b >= a) {
                 if (a < lo) lo = a;
                 if (b > hi) hi = b;
@@ -288,9 +345,8 @@ int jf_band_build(const jf_axis *ax, int in_blocks, const int *freqs, int nf,
             for (f = 0; f < nf; f++)
                 ct[f] = dct8[freqs[f]][t];
             for (m = 0; m < n; m++) {
-                int a, b;
-                double w0, wa, wb;
-                upsample_tap(ax, p0 + m, &a, &b, &w0);
+                int pm = p0 + m - tp.pmin, a = tp.a[pm], b = tp.b[pm];
+                double w0 = tp.w0[pm], wa, wb;
                 wa = kw[m] * w0;
                 wb = kw[m] * (1.0 - w0);
                 a -= s_base;
@@ -323,23 +379,28 @@ int jf_band_build(const jf_axis *ax, int in_blocks, const int *freqs, int nf,
         band->hi[ob] = band->start[ob] + jhi;
         for (f = 0; f < nf; f++)
             for (j = jlo; j <= jhi; j++) {
+                /* onto the input block's coefficients: w[k] = sum_x a[x] C[k][x],
+                 * x in order, all k at once (vectorizes) */
                 const double *a = arow + ((size_t)f * nb + j) * 8;
                 float *w = band->w + (((size_t)ob * nf + f) * nb + j) * 8;
-                for (k = 0; k < 8; k++) {
-                    double sum = 0.0;
-                    for (x = 0; x < 8; x++)
-                        sum += a[x] * dct8[k][x];
-                    w[k] = (float)sum;
-                }
+                double sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                int x0 = slo - 8 * j > 0 ? slo - 8 * j : 0, x1 = shi - 8 * j < 7 ? shi - 8 * j : 7;
+                for (x = x0; x <= x1; x++) /* samples outside [slo, shi] are 0 */
+                    for (k = 0; k < 8; k++)
+                        sum[k] += a[x] * dct8t[x][k];
+                for (k = 0; k < 8; k++)
+                    w[k] = (float)sum[k];
             }
     }
     free(lo_b);
     free(arow);
+    taps_free(&tp);
     resize_free(&r);
     return 0;
 oom:
     free(lo_b);
     free(arow);
+    taps_free(&tp);
     resize_free(&r);
     jf_band_free(band);
     snprintf(st->msg, JF_MSG_LEN, "out of memory building the resampling operator");
