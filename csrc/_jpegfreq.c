@@ -619,11 +619,13 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"src", "comp", "k", "out_h", "out_w", "scale", "offset", "box",
                              "resize", "flip", "orientation", "max_pixels", "strict",
-                             "band_cutoff", "early_stop", NULL};
+                             "band_cutoff", "early_stop", "out", NULL};
     PyObject *src, *comp_o, *k_o, *scale_o = Py_None, *offset_o = Py_None, *box_o = Py_None;
-    PyObject *out = NULL, *warn;
-    Py_buffer comp_v, k_v, scale_v, offset_v;
-    int have_scale = 0, have_offset = 0, out_h, out_w, resize = 0, flip = 0, orient = 0;
+    PyObject *out = NULL, *out_o = Py_None, *warn;
+    Py_buffer comp_v, k_v, scale_v, offset_v, out_v;
+    float *outbuf = NULL;
+    int have_scale = 0, have_offset = 0, have_out = 0, out_h, out_w, resize = 0, flip = 0;
+    int orient = 0;
     int strict = 0, band_cutoff = 0, early_stop = 1, rc, i, nch;
     long long max_pixels = 0;
     double box[4];
@@ -634,9 +636,10 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
     Py_ssize_t n;
 
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOii|OOOipiLppp", kwlist, &src, &comp_o, &k_o,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOii|OOOipiLpppO", kwlist, &src, &comp_o, &k_o,
                                      &out_h, &out_w, &scale_o, &offset_o, &box_o, &resize, &flip,
-                                     &orient, &max_pixels, &strict, &band_cutoff, &early_stop))
+                                     &orient, &max_pixels, &strict, &band_cutoff, &early_stop,
+                                     &out_o))
         return NULL;
     if (out_h <= 0 || out_w <= 0 || out_h % 8 || out_w % 8 || out_h > JF_MAX_OUT ||
         out_w > JF_MAX_OUT) {
@@ -698,11 +701,33 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
             goto argfail;
         have_offset = 1;
     }
+    if (out_o != Py_None) {
+        /* the caller's buffer (e.g. a row of a batch tensor): written in place */
+        if (PyObject_GetBuffer(out_o, &out_v, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+            != 0)
+            goto argfail;
+        have_out = 1;
+        if (out_v.itemsize != 4 || (out_v.format && strcmp(out_v.format, "f") != 0 &&
+                                    strcmp(out_v.format, "=f") != 0 &&
+                                    strcmp(out_v.format, "<f") != 0) ||
+            out_v.len != (Py_ssize_t)nch * (out_h / 8) * (out_w / 8) * 4) {
+            PyErr_Format(PyExc_ValueError,
+                         "out must be a writable C-contiguous float32 buffer of %d x %d x %d",
+                         nch, out_h / 8, out_w / 8);
+            goto argfail;
+        }
+        outbuf = (float *)out_v.buf;
+    }
     if (input_parse(src, &in) != 0)
         goto argfail;
-    {
+    if (have_out) {
+        out = out_o;
+        Py_INCREF(out);
+    } else {
         npy_intp dims[3] = {nch, out_h / 8, out_w / 8};
         out = PyArray_SimpleNew(3, dims, NPY_FLOAT32);
+        if (out)
+            outbuf = (float *)PyArray_DATA((PyArrayObject *)out);
     }
     d = (jf_decoder *)malloc(sizeof(jf_decoder));
     if (!out || !d) {
@@ -750,7 +775,7 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
     if (rc == 0) {
         int o = orient, stop;
         cube_part part[3];
-        float *outp = (float *)PyArray_DATA((PyArrayObject *)out);
+        float *outp = outbuf;
         if (o == 0)
             o = 1;
         else if (o < 0 || o > 8)
@@ -784,6 +809,8 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
         PyBuffer_Release(&scale_v);
     if (have_offset)
         PyBuffer_Release(&offset_v);
+    if (have_out)
+        PyBuffer_Release(&out_v);
     if (rc != 0) {
         Py_DECREF(out);
         return raise_status(&st);
@@ -801,6 +828,8 @@ argfail:
         PyBuffer_Release(&scale_v);
     if (have_offset)
         PyBuffer_Release(&offset_v);
+    if (have_out)
+        PyBuffer_Release(&out_v);
     return NULL;
 }
 
@@ -986,9 +1015,10 @@ static PyMethodDef methods[] = {
      "entropy_decode(src): jpeg_read_coefficients only (the benchmark floor)"},
     {"cube", (PyCFunction)(void (*)(void))py_cube, METH_VARARGS | METH_KEYWORDS,
      "cube(src, comp, k, out_h, out_w, scale=None, offset=None, box=None, resize=0, flip=False, "
-     "orientation=0, max_pixels=0, strict=False, band_cutoff=False, early_stop=True) -> "
-     "(cube, warnings); early_stop: single-scan files are entropy-decoded only down to the "
-     "last block row the cube reads"},
+     "orientation=0, max_pixels=0, strict=False, band_cutoff=False, early_stop=True, out=None) "
+     "-> (cube, warnings); early_stop: single-scan files are entropy-decoded only down to the "
+     "last block row the cube reads; out: a writable C-contiguous float32 buffer of C x out_h/8 "
+     "x out_w/8 written in place (and returned) instead of a new array"},
     {"axis_matrix", (PyCFunction)(void (*)(void))py_axis_matrix, METH_VARARGS | METH_KEYWORDS,
      "axis_matrix(image_size, comp_size, factor, box0, box1, out_size, flip=False) -> M (out, comp)"},
     {"resample_plane", (PyCFunction)(void (*)(void))py_resample_plane, METH_VARARGS | METH_KEYWORDS,

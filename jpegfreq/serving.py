@@ -161,12 +161,14 @@ class Decoder:
 
     # -- one image ----------------------------------------------------------
 
-    def decode_numpy(self, data, warnings_out: Optional[list] = None) -> np.ndarray:
-        """decode() as a numpy array (no torch tensor wrapping)."""
+    def decode_numpy(self, data, warnings_out: Optional[list] = None,
+                     out: Optional[np.ndarray] = None) -> np.ndarray:
+        """decode() as a numpy array (no torch tensor wrapping); ``out``: an array of
+        ``self.shape`` and this dtype to write into (see jpegfreq.cube)."""
         return cube(data, self.channels if self.channels is not None else "24S",
                     self.geometry.out_h,
                     self.source, self.geometry, self.stats, self.dtype, self.strict,
-                    self.max_pixels, warnings_out=warnings_out)
+                    self.max_pixels, warnings_out=warnings_out, out=out)
 
     def decode(self, data, warnings_out: Optional[list] = None):
         """One image -> torch tensor ``self.shape`` = (C, H/8, W/8) (rgb: (3, H, W)).
@@ -226,7 +228,8 @@ class Decoder:
                     return
                 w = [] if warnings_out is not None else None
                 try:
-                    target[i] = self.decode_numpy(items[i], w)
+                    # straight into the batch (jpeg-coeffs float32: the C operator writes it)
+                    self.decode_numpy(items[i], w, out=target[i])
                 except JpegError as e:
                     target[i] = 0
                     failures.append((i, e))

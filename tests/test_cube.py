@@ -413,3 +413,58 @@ def test_threads_give_the_serial_cubes():
         want = serial[k:] + serial[:k]
         assert len(results[t]) == len(want)
         assert all(np.array_equal(a, b) for a, b in zip(results[t], want))
+
+
+# -- out=: writing into a caller's array (a row of a batch) -----------------------
+
+@pytest.mark.parametrize("source,dtype", [("jpeg-coeffs", "float32"), ("jpeg-coeffs", "float16"),
+                                          ("spatial", "float32"), ("rgb", "float32")])
+def test_out_receives_the_cube(source, dtype):
+    data = make_jpeg("baseline-420", 320, 240)
+    size = 224 if source == "rgb" else 448
+    want = jpegfreq.cube(data, "24S", size, source=source, dtype=dtype)
+    out = np.full(want.shape, np.nan, want.dtype)
+    got = jpegfreq.cube(data, "24S", size, source=source, dtype=dtype, out=out)
+    assert got is out and np.array_equal(out, want)
+
+
+def test_out_rows_of_a_batch_and_strided_views():
+    data = [make_jpeg("baseline-444", 320, 240), make_jpeg("progressive-420", 240, 320)]
+    batch = np.full((2, 24, 56, 56), np.nan, np.float32)
+    for i, d in enumerate(data):
+        jpegfreq.cube(d, out=batch[i])
+        assert np.array_equal(batch[i], jpegfreq.cube(d))
+    # a non-contiguous view is filled through a copy
+    wide = np.zeros((24, 56, 112), np.float32)
+    view = wide[:, :, ::2]
+    jpegfreq.cube(data[0], out=view)
+    assert np.array_equal(view, batch[0]) and np.all(wide[:, :, 1::2] == 0)
+
+
+def test_out_for_a_file_that_takes_the_spatial_path(fresh_fallback_notice):
+    data = make_jpeg("cmyk", 160, 128)
+    out = np.zeros((24, 56, 56), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SpatialFallbackWarning)
+        want = jpegfreq.cube(data)
+        assert jpegfreq.cube(data, out=out) is out
+    assert np.array_equal(out, want)
+
+
+def test_out_is_checked():
+    data = make_jpeg("baseline-420")
+    with pytest.raises(ValueError, match=r"out must be float32 \(24, 56, 56\)"):
+        jpegfreq.cube(data, out=np.zeros((24, 56, 55), np.float32))
+    with pytest.raises(ValueError, match="out must be float32"):
+        jpegfreq.cube(data, out=np.zeros((24, 56, 56), np.float64))
+    ro = np.zeros((24, 56, 56), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        jpegfreq.cube(data, out=ro)
+    with pytest.raises(TypeError):
+        jpegfreq.cube(data, out=[0.0])
+    from jpegfreq import _jpegfreq
+    cs = ChannelSet.parse("24S")
+    with pytest.raises(ValueError, match="C-contiguous float32 buffer of 24 x 56 x 56"):
+        _jpegfreq.cube(data, cs.component_of, cs.k, 448, 448, resize=512,
+                       out=bytearray(24 * 56 * 56 * 4 - 4))
