@@ -90,7 +90,7 @@ def _check_out(out, shape, dtype):
         raise ValueError("out must be writable")
 
 
-def cube(src, channels="24S", size: int = 448, source: str = "jpeg-coeffs",
+def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-coeffs",
          geometry: Optional[Geometry] = None, stats=None, dtype="float32",
          strict: bool = False, max_pixels: Optional[int] = None,
          band_cutoff: bool = False, warnings_out: Optional[list] = None,
@@ -99,7 +99,8 @@ def cube(src, channels="24S", size: int = 448, source: str = "jpeg-coeffs",
 
     src: path or bytes-like JPEG (``spatial``/``rgb`` also take any image Pillow reads).
     channels: a ChannelSet or its spec ("24S", "64T", "Y:0-3;Cb:0;Cr:0", ...); default 24S.
-    size: crop side in pixels (default 448 -> 56x56 cube; 896 -> 112x112; rgb: use 224).
+    size: crop side in pixels (default 448 -> 56x56 cube, 896 -> 112x112; rgb: default 224,
+        i.e. resize 256, crop 224); ignored when ``geometry`` is given.
     source: "jpeg-coeffs" (default; compressed domain, no IDCT), "spatial" (decode,
         resize, block DCT: the paper's flow) or "rgb" (3, size, size) pixels in [0, 1].
     geometry: None = eval geometry for ``size``; else a Geometry (e.g. sample_train's).
@@ -121,7 +122,9 @@ def cube(src, channels="24S", size: int = 448, source: str = "jpeg-coeffs",
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
-    geometry = geometry or _eval_geometry(size)
+    if geometry is None:
+        geometry = _eval_geometry(int(size) if size is not None else
+                                  224 if source == "rgb" else 448)
     _np_dtype(dtype)
     if source == "rgb":
         if out is not None:

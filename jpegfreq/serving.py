@@ -67,8 +67,8 @@ class Decoder:
     """Bytes -> tensors with one fixed pre-processing.
 
     channels: ChannelSet or spec (default "24S"); ignored for source "rgb".
-    size: crop side in pixels (default 448 -> 56x56 cube); used only when
-        ``geometry`` is None, otherwise the geometry's out_h x out_w decide.
+    size: crop side in pixels (default 448 -> 56x56 cube; rgb: 224); used only
+        when ``geometry`` is None, otherwise the geometry's out_h x out_w decide.
     source: "jpeg-coeffs" (default), "spatial" or "rgb" (see jpegfreq.cube).
     stats: None (unnormalized), a jpegfreq.stats.Stats, its to_dict() or a
         stats.json path; checked against channels/source/geometry here, once.
@@ -84,7 +84,7 @@ class Decoder:
     max_pixels: pixel limit (None = jpegfreq's global limit, 0 = none).
     """
 
-    def __init__(self, channels="24S", size: int = 448, source: str = "jpeg-coeffs",
+    def __init__(self, channels="24S", size: Optional[int] = None, source: str = "jpeg-coeffs",
                  stats=None, geometry=None, dtype="float32", threads: Optional[int] = None,
                  pin_memory: bool = False, strict: bool = False,
                  max_pixels: Optional[int] = None):
@@ -94,7 +94,8 @@ class Decoder:
         if isinstance(geometry, dict):
             geometry = Geometry.from_dict(geometry)
         elif geometry is None:
-            geometry = eval_geometry(int(size))
+            geometry = eval_geometry(int(size) if size is not None else
+                                     224 if source == "rgb" else 448)
         elif not isinstance(geometry, Geometry):
             raise TypeError(f"geometry must be a Geometry, its dict or None, "
                             f"not {type(geometry).__name__}")

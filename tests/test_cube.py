@@ -468,3 +468,14 @@ def test_out_is_checked():
     with pytest.raises(ValueError, match="C-contiguous float32 buffer of 24 x 56 x 56"):
         _jpegfreq.cube(data, cs.component_of, cs.k, 448, 448, resize=512,
                        out=bytearray(24 * 56 * 56 * 4 - 4))
+
+
+def test_rgb_defaults_to_the_224_baseline():
+    """source="rgb" without a size is the RGB baseline's eval input: resize 256, crop 224."""
+    from jpegfreq.serving import Decoder
+    data = make_jpeg("baseline-420", 320, 240)
+    got = jpegfreq.cube(data, source="rgb")
+    assert got.shape == (3, 224, 224)
+    assert np.array_equal(got, jpegfreq.cube(data, source="rgb", size=224))
+    assert jpegfreq.cube(data).shape == (24, 56, 56)
+    assert Decoder(source="rgb").shape == (3, 224, 224) and Decoder().shape == (24, 56, 56)
