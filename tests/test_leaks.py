@@ -58,6 +58,8 @@ CALLS = [
     ("cube_24S", lambda s: jpegfreq.cube(s, "24S", geometry=_GEOM)),
     ("cube_train_f16", lambda s: jpegfreq.cube(s, "64T", geometry=_TRAIN, dtype="float16")),
     ("cube_limit", lambda s: jpegfreq.cube(s, "6S", geometry=_GEOM, max_pixels=100)),
+    ("cube_out", lambda s: jpegfreq.cube(s, "24S", geometry=_GEOM,
+                                         out=np.empty((24, 8, 8), np.float32)).copy()),
 ]
 
 
