@@ -576,7 +576,7 @@ static int cube_plan(const jf_header *h, const int *comp_of, const int *ks, cons
     return 0;
 }
 
-/* The iMCU row after which a single-scan file holds every row the planned
+/* The iMCU row after which each scan holds every row the planned
  * cube reads (component block rows are v_samp per iMCU row); 0 if unknown. */
 static int cube_stop_row(jf_decoder *d, const cube_part part[3], jf_status *st)
 {
@@ -1016,8 +1016,8 @@ static PyMethodDef methods[] = {
     {"cube", (PyCFunction)(void (*)(void))py_cube, METH_VARARGS | METH_KEYWORDS,
      "cube(src, comp, k, out_h, out_w, scale=None, offset=None, box=None, resize=0, flip=False, "
      "orientation=0, max_pixels=0, strict=False, band_cutoff=False, early_stop=True, out=None) "
-     "-> (cube, warnings); early_stop: single-scan files are entropy-decoded only down to the "
-     "last block row the cube reads; out: a writable C-contiguous float32 buffer of C x out_h/8 "
+     "-> (cube, warnings); early_stop: each scan is entropy-decoded only down to the last "
+     "block row the cube reads; out: a writable C-contiguous float32 buffer of C x out_h/8 "
      "x out_w/8 written in place (and returned) instead of a new array"},
     {"axis_matrix", (PyCFunction)(void (*)(void))py_axis_matrix, METH_VARARGS | METH_KEYWORDS,
      "axis_matrix(image_size, comp_size, factor, box0, box1, out_size, flip=False) -> M (out, comp)"},

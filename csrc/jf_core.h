@@ -70,7 +70,7 @@ struct jf_error_mgr {
     jmp_buf jmp;
     jf_status *status;
     int max_scans;
-    int cut;                /* the input was cut on purpose (jf_read_all's stop_imcu) */
+    int cut_scan;           /* scan (1, 2, ...) cut short on purpose (stop_imcu); 0 none */
 };
 
 struct jf_source_mgr {
@@ -87,10 +87,10 @@ typedef struct {
     struct jpeg_progress_mgr progress;
     jvirt_barray_ptr *coefs;    /* after jf_read_all */
     int created;
-    /* > 0: a single-scan (sequential, interleaved) file is read up to this
-     * iMCU row only: entropy decoding stops there, later rows are left zero
-     * and warnings about them are dropped.  Set by the caller before
-     * jf_read_all (see jf_rows_needed); 0 reads everything. */
+    /* > 0: every scan is entropy-decoded down to this iMCU row only: the rest
+     * of its data is skipped, later rows are left zero (or partial) and
+     * warnings about them are dropped.  Set by the caller before jf_read_all
+     * (see jf_rows_needed); 0 reads everything. */
     int stop_imcu;
     jf_header hdr;
     /* Quant tables per component (natural order), valid after jf_read_all. */

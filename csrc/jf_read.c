@@ -84,8 +84,10 @@ static void jf_emit_message(j_common_ptr cinfo, int msg_level)
     char buf[JMSG_LENGTH_MAX];
     int i;
 
-    if (msg_level >= 0 || err->cut)
-        return; /* trace messages, or about data past a deliberate cut: ignored */
+    if (msg_level >= 0)
+        return; /* trace messages: ignored */
+    if (err->cut_scan && err->cut_scan == ((j_decompress_ptr)cinfo)->input_scan_number)
+        return; /* about the rows of a scan cut short on purpose: not used */
     err->pub.num_warnings++;
     st->nwarnings++;
     if (st->nstored >= JF_MAX_WARN)
@@ -102,6 +104,43 @@ static void jf_output_message(j_common_ptr cinfo)
     (void)cinfo; /* never reaches stderr */
 }
 
+static const JOCTET jf_eoi[2] = {0xFF, JPEG_EOI};
+
+/* End the current scan's entropy-coded data early: the decoder then runs out
+ * of data, leaves the scan's remaining blocks as they are and warns (dropped,
+ * see jf_emit_message).  The only scan of a sequential file: end the input
+ * there (a silent EOI).  Otherwise: continue at the marker that follows the
+ * scan's data (the first 0xFF not followed by 0x00, 0xFF or RSTn: where the
+ * entropy decoder itself would stop), so later scans are read; when no such
+ * marker follows, or the decoder has already met it, nothing is skipped
+ * (returns 0). */
+static int src_skip_scan(jf_decoder *dec, int last_scan)
+{
+    struct jf_source_mgr *src = &dec->src;
+    const JOCTET *p = src->pub.next_input_byte, *end = p + src->pub.bytes_in_buffer;
+    if (dec->cinfo.unread_marker != 0)
+        return 0; /* the decoder already read up to the next marker: nothing left */
+    if (last_scan) {
+        src->pub.bytes_in_buffer = 0;
+        src->eof_reached = 1;
+        return 1;
+    }
+    if (p == jf_eoi)
+        return 0; /* already at the inserted EOI */
+    while (end - p >= 2) {
+        const JOCTET *q = (const JOCTET *)memchr(p, 0xFF, (size_t)(end - p - 1));
+        if (q == NULL)
+            break;
+        if (q[1] != 0x00 && q[1] != 0xFF && (q[1] < 0xD0 || q[1] > 0xD7)) {
+            src->pub.next_input_byte = q;
+            src->pub.bytes_in_buffer = (size_t)(end - q);
+            return 1;
+        }
+        p = q + 1;
+    }
+    return 0;
+}
+
 /* Bounds the work a hostile progressive file can cause (thousands of tiny scans). */
 static void jf_progress(j_common_ptr cinfo)
 {
@@ -114,29 +153,20 @@ static void jf_progress(j_common_ptr cinfo)
                  err->max_scans);
         longjmp(err->jmp, 1);
     }
-    /* Called before each iMCU row of a single-scan file: once the rows the
-     * caller needs are in, end the input (a silent EOI, as jf_limit_input).
-     * Only a scan holding every component is cut: in a sequential file that
-     * is the only scan.  The entropy decoder then runs out of data, leaves
-     * the remaining blocks zero and warns, which jf_emit_message drops. */
-    if (cinfo->is_decompressor && !err->cut) {
+    /* Called before each iMCU row of a scan: once the rows the caller needs
+     * are in, skip the rest of this scan's entropy-coded data. */
+    if (cinfo->is_decompressor) {
         jf_decoder *dec = (jf_decoder *)cinfo; /* cinfo is its first member */
-        if (dec->stop_imcu > 0 && !d->progressive_mode &&
-            d->comps_in_scan == d->num_components &&
-            (int)d->input_iMCU_row >= dec->stop_imcu &&
-            d->input_iMCU_row < d->total_iMCU_rows) {
-            err->cut = 1;
-            dec->src.pub.bytes_in_buffer = 0;
-            dec->src.eof_reached = 1;
-        }
+        if (dec->stop_imcu > 0 && (int)d->input_iMCU_row >= dec->stop_imcu &&
+            d->input_iMCU_row < d->total_iMCU_rows && err->cut_scan != d->input_scan_number &&
+            src_skip_scan(dec, !d->progressive_mode && d->comps_in_scan == d->num_components))
+            err->cut_scan = d->input_scan_number;
     }
 }
 
 /* ======================================================================== */
 /* Memory source: a fake EOI at the end, with a warning unless asked not to */
 /* ======================================================================== */
-
-static const JOCTET jf_eoi[2] = {0xFF, JPEG_EOI};
 
 static void src_init(j_decompress_ptr cinfo) { (void)cinfo; }
 

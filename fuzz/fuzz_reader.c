@@ -219,7 +219,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         jf_close(d);
     }
 
-    /* 3. the binding's early stop: entropy decoding ends after the iMCU row
+    /* 3. the binding's early stop: each scan's entropy decoding ends after the iMCU row
      * holding the last luma block row the eval cube reads; then the cubes
      * (the other geometries also read rows that were never decoded) */
     jf_status_init(&st);

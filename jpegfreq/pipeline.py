@@ -116,8 +116,8 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
         is written in place by the C operator (no copy).
     Returns float32/float16 numpy (C, out_h/8, out_w/8); rgb: (3, out_h, out_w).
     Cost (ImageNet median, one core): about 1.1x libjpeg-turbo's entropy decode of the
-    whole file for jpeg-coeffs 24S eval; sequential files are decoded only down to the
-    last row the crop uses, so damage below it is neither read nor reported.  See the
+    whole file for jpeg-coeffs 24S eval; each scan is decoded only down to the last row
+    the crop uses, so damage below it is neither read nor reported.  See the
     README's benchmark table.  Thread-safe.
     """
     if source not in SOURCES:

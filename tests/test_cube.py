@@ -256,7 +256,7 @@ def test_sources_agree_for_path_bytes_and_memoryview(tmp_path):
             assert np.array_equal(jpegfreq.cube(src, size=224, source=source), ref)
 
 
-# -- early stop: single-scan files are entropy-decoded down to the rows the cube reads --
+# -- early stop: every scan is entropy-decoded down to the rows the cube reads --------
 
 def _early_stop_cube(data, cs, g, orientation=0, early_stop=True):
     from jpegfreq import _jpegfreq
@@ -264,13 +264,31 @@ def _early_stop_cube(data, cs, g, orientation=0, early_stop=True):
                           g.resize, g.flip, orientation, 0, False, False, early_stop=early_stop)
 
 
-@pytest.mark.parametrize("case", EQUIVALENCE_CASES + ["odd-size"])
+def _non_interleaved_jpeg(width, height, seed=0):
+    """A sequential file with one scan per component (cjpeg -scans)."""
+    import tempfile
+    buf = io.BytesIO()
+    photo(width, height, seed=seed).save(buf, "PPM")
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+        f.write("0;\n1;\n2;\n")
+        f.flush()
+        return cjpeg(buf.getvalue(), "-sample", "2x2,1x1,1x1", "-scans", f.name)
+
+
+EARLY_STOP_CASES = EQUIVALENCE_CASES + ["odd-size", "progressive-444", "gray-progressive",
+                                        "arithmetic-progressive", "non-interleaved"]
+
+
+@pytest.mark.parametrize("case", EARLY_STOP_CASES)
 def test_early_stop_gives_the_cube_of_the_whole_file(case):
-    """Rows below the last one with a non-zero weight are never needed: stopping there is exact,
-    for eval, train boxes, flips and every orientation (which changes the stored rows read)."""
+    """Rows below the last one with a non-zero weight are never needed: stopping every scan
+    there is exact, for eval, train boxes, flips and every orientation (which changes the
+    stored rows read)."""
     cs = ChannelSet.parse("24S")
     rng = np.random.default_rng(5)
-    for data in _files(case, 2):
+    files = ([_non_interleaved_jpeg(w, h, s) for s, (w, h) in enumerate(SIZES[:2])]
+             if case == "non-interleaved" else _files(case, 2))
+    for data in files:
         h = jpegfreq.read_header(data)
         geoms = [eval_geometry(448), eval_geometry(224), Geometry(448, 448, (0, 0, 40, 30))]
         geoms += [sample_train(h.width, h.height, 448, rng) for _ in range(4)]
@@ -299,12 +317,35 @@ def test_early_stop_ignores_damage_below_the_crop():
     assert any("Premature end" in w for w in warns)
 
 
-def test_early_stop_leaves_multi_scan_files_whole():
-    """Progressive files have several scans: no row cut applies (band_cutoff is their option)."""
+@pytest.mark.parametrize("case", ["progressive-420", "progressive-444"])
+def test_early_stop_skips_the_bottom_of_every_progressive_scan(case):
+    """Garbage over the end of one scan's data at a time: the early-stopped cube always equals
+    the whole-file read of the same bytes (the rows it reads are the same), and where the
+    garbage lies below the crop only the whole-file read reports it."""
+    from jpeg_factory import markers
+    cs, g = ChannelSet.parse("24S"), eval_geometry(224)
+    data = make_jpeg(case, 320, 480)
+    ms = markers(data)
+    ends = {o: next(o2 for o2, _, _ in ms if o2 > o) for o, m, _ in ms if m == 0xFFDA}
+    quiet = 0
+    for k, (o, m, length) in enumerate(x for x in ms if x[1] == 0xFFDA):
+        start, end = o + 2 + length, ends[o]
+        n = max(4, (end - start) // 20)
+        bad = bytearray(data)
+        bad[end - n:end] = np.random.default_rng(k).integers(0, 0xFE, n, dtype=np.uint8).tobytes()
+        part, w_part = _early_stop_cube(bytes(bad), cs, g)
+        whole, w_whole = _early_stop_cube(bytes(bad), cs, g, early_stop=False)
+        assert np.array_equal(part, whole), k
+        assert len(w_part) <= len(w_whole), k
+        quiet += bool(w_whole) and not w_part
+    assert quiet >= 3  # the skipped ends of several scans held the damage
+
+
+def test_early_stop_reports_a_truncated_progressive_file():
+    """Cut in the middle, later scans are missing for the rows the cube reads: warned."""
     data = make_jpeg("progressive-420", 320, 480)
-    cut = data[:int(len(data) * 0.97)]
     warns = []
-    jpegfreq.cube(cut, "24S", size=224, warnings_out=warns)
+    jpegfreq.cube(data[:len(data) // 2], "24S", size=224, warnings_out=warns)
     assert any("Premature end" in w for w in warns)
 
 
