@@ -51,6 +51,7 @@ test: build
 bench: build
 	$(BIN)/python bench/bench_reader.py
 	$(BIN)/python bench/bench_cube.py
+	$(BIN)/python bench/bench_early_stop.py
 	$(BIN)/python bench/bench_threads.py
 	$(BIN)/python bench/check_equivalence.py
 	$(BIN)/python bench/model_table.py
