@@ -141,7 +141,8 @@ static int src_skip_scan(jf_decoder *dec, int last_scan)
     return 0;
 }
 
-/* Bounds the work a hostile progressive file can cause (thousands of tiny scans). */
+/* libjpeg's progress monitor: bounds the work a hostile progressive file can
+ * cause (thousands of tiny scans), and ends scans early (stop_imcu). */
 static void jf_progress(j_common_ptr cinfo)
 {
     struct jf_error_mgr *err = (struct jf_error_mgr *)cinfo->err;
