@@ -230,7 +230,26 @@ def test_directory_is_an_io_error(tmp_path):
     """Regression: fopen succeeds on a directory; ftell then gave a huge size (MemoryError)."""
     with pytest.raises(jpegfreq.JpegError) as info:
         jpegfreq.read_coefficients(tmp_path)
-    assert info.value.kind == "io"
+    assert info.value.kind == "io" and "is a directory" in info.value.reason
+
+
+def test_non_regular_files_and_unreadable_files_are_io_errors(tmp_path):
+    import os
+    with pytest.raises(jpegfreq.JpegError) as info:
+        jpegfreq.read_header("/dev/zero")   # endless: refused before reading
+    assert info.value.kind == "io" and "not a regular file" in info.value.reason
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # keeps open() from blocking on the fifo
+    try:
+        with pytest.raises(jpegfreq.JpegError, match="not a regular file"):
+            jpegfreq.read_coefficients(str(fifo))
+    finally:
+        os.close(fd)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(jpegfreq.JpegError, match="empty input"):
+        jpegfreq.cube(empty)
 
 
 def test_non_bytes_source_is_a_type_error():
