@@ -501,6 +501,55 @@ static void make_key(jf_band_key *k, const jf_axis *ax, int in_blocks, const int
     k->box1 = ax->box1;
 }
 
+/* Same axis (everything but the frequencies) and src holds every frequency
+ * of want: the rows of a band for want are rows of src. */
+static int key_covers(const jf_band_key *src, const jf_band_key *want)
+{
+    int i, j;
+    if (src->image_size != want->image_size || src->comp_size != want->comp_size ||
+        src->factor != want->factor || src->out_size != want->out_size ||
+        src->flip != want->flip || src->in_blocks != want->in_blocks ||
+        src->box0 != want->box0 || src->box1 != want->box1 || src->nf < want->nf)
+        return 0;
+    for (i = 0; i < want->nf; i++) {
+        for (j = 0; j < src->nf && src->freqs[j] != want->freqs[i]; j++) {}
+        if (j == src->nf)
+            return 0;
+    }
+    return 1;
+}
+
+/* A band for the frequencies of `want` taken from src (key_covers): the band
+ * extents do not depend on the frequencies and each frequency's weights are
+ * computed on their own, so this equals jf_band_build bit for bit. */
+static int band_derive(const jf_band *src, const jf_band_key *skey, const jf_band_key *want,
+                       jf_band *b)
+{
+    int ob, f, j, nob = src->nob, nb = src->nb, nf = want->nf;
+    memset(b, 0, sizeof(*b));
+    b->nob = nob;
+    b->nf = nf;
+    b->nb = nb;
+    b->start = (int *)malloc(sizeof(int) * nob);
+    b->lo = (int *)malloc(sizeof(int) * nob);
+    b->hi = (int *)malloc(sizeof(int) * nob);
+    b->w = (float *)malloc(sizeof(float) * (size_t)nob * nf * nb * 8);
+    if (!b->start || !b->lo || !b->hi || !b->w) {
+        jf_band_free(b);
+        return -1;
+    }
+    memcpy(b->start, src->start, sizeof(int) * nob);
+    memcpy(b->lo, src->lo, sizeof(int) * nob);
+    memcpy(b->hi, src->hi, sizeof(int) * nob);
+    for (f = 0; f < nf; f++) {
+        for (j = 0; skey->freqs[j] != want->freqs[f]; j++) {}
+        for (ob = 0; ob < nob; ob++)
+            memcpy(b->w + ((size_t)ob * nf + f) * nb * 8,
+                   src->w + ((size_t)ob * src->nf + j) * nb * 8, sizeof(float) * nb * 8);
+    }
+    return 0;
+}
+
 void jf_band_release(jf_band *b)
 {
     int last;
@@ -518,9 +567,9 @@ void jf_band_release(jf_band *b)
 jf_band *jf_band_acquire(const jf_axis *ax, int in_blocks, const int *freqs, int nf,
                          jf_status *st)
 {
-    jf_band_key key;
-    jf_band *b, *old;
-    int i, victim = 0, last;
+    jf_band_key key, skey;
+    jf_band *b, *old, *src;
+    int i, victim = 0, last, derived;
 
     if (nf > 8) {
         snprintf(st->msg, JF_MSG_LEN, "at most 8 frequencies per axis");
@@ -537,15 +586,35 @@ jf_band *jf_band_acquire(const jf_axis *ax, int in_blocks, const int *freqs, int
                 pthread_mutex_unlock(&jf_cache_lock);
                 return b;
             }
+    /* not cached: a cached band of the same axis with more frequencies (luma's,
+     * when a 4:4:4 file's chroma keeps fewer) already holds its rows */
+    src = NULL;
+    for (i = 0; i < JF_CACHE_SLOTS; i++)
+        if (jf_cache[i].band && key_covers(&jf_cache[i].key, &key)) {
+            src = jf_cache[i].band;
+            src->refs++;
+            skey = jf_cache[i].key;
+            break;
+        }
     pthread_mutex_unlock(&jf_cache_lock);
 
     b = (jf_band *)calloc(1, sizeof(jf_band));
     if (!b) {
+        jf_band_release(src);
         snprintf(st->msg, JF_MSG_LEN, "out of memory building the resampling operator");
         st->kind = JF_ERR_MEMORY;
         return NULL;
     }
-    if (jf_band_build(ax, in_blocks, freqs, nf, b, st) != 0) {
+    if (src) {
+        derived = band_derive(src, &skey, &key, b);
+        jf_band_release(src);
+        if (derived != 0) {
+            free(b);
+            snprintf(st->msg, JF_MSG_LEN, "out of memory building the resampling operator");
+            st->kind = JF_ERR_MEMORY;
+            return NULL;
+        }
+    } else if (jf_band_build(ax, in_blocks, freqs, nf, b, st) != 0) {
         free(b);
         return NULL;
     }

@@ -368,3 +368,39 @@ def test_geometry_round_trips_and_scales():
     assert (s.out_h, s.out_w, s.resize, s.box, s.flip) == (128, 192, 154, g.box, True)
     with pytest.raises(Exception):
         g.out_h = 8  # frozen
+
+
+_BAND_ORDER_CHILD = r"""
+import sys
+import numpy as np
+import jpegfreq
+data = open(sys.argv[1], "rb").read()
+if sys.argv[2] == "chroma-first":  # chroma bands built on their own, then found in the cache
+    jpegfreq.cube(data, "Cb:0,1,8,9;Cr:0,1,8,9")
+# luma first within the call: the chroma bands are taken from luma's (same axes on 4:4:4)
+np.save(sys.argv[3], jpegfreq.cube(data, "24S"))
+"""
+
+
+@pytest.mark.parametrize("case", ["baseline-444", "progressive-444"])
+def test_bands_taken_from_a_wider_band_equal_built_ones(case, tmp_path):
+    """On a 4:4:4 file the chroma axes equal luma's: the chroma bands (u, v in 0..1) are then
+    copied out of luma's (0..3) instead of built.  Fresh processes (empty caches) in both
+    orders give the same cube bit for bit."""
+    import os
+    import subprocess
+    import sys
+    from jpeg_factory import make_jpeg
+    path = tmp_path / "in.jpg"
+    path.write_bytes(make_jpeg(case, 320, 240))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(jpegfreq.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    outs = []
+    for order in ("luma-first", "chroma-first"):
+        out = tmp_path / f"{order}.npy"
+        proc = subprocess.run([sys.executable, "-c", _BAND_ORDER_CHILD, str(path), order, str(out)],
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr[-1500:]
+        outs.append(np.load(out))
+    assert np.array_equal(outs[0], outs[1])
+    assert np.any(outs[0][16:] != 0)  # chroma carries something
