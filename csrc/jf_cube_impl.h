@@ -327,8 +327,13 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
                 continue;
             while (zeroed < n)  /* first use of an intermediate row: zero it */
                 memset(Ti + (size_t)(zeroed++) * tstride, 0, sizeof(float) * tstride);
-            for (k = 0; k < 64; k++)  /* all 64: fixed length vectorizes fully */
-                X[k] = (float)blk[k] * q[k];
+            /* fixed lengths vectorize fully; rows past n are never read */
+            if (n <= 4)
+                for (k = 0; k < 32; k++)
+                    X[k] = (float)blk[k] * q[k];
+            else
+                for (k = 0; k < 64; k++)
+                    X[k] = (float)blk[k] * q[k];
             JF_IMPL(block_times_w)(X, n, W + woff[ib], wlen[ib], Ti + (size_t)oc_lo[ib] * nvp, tstride);
         }
         rowsused[i] = zeroed;
