@@ -215,13 +215,45 @@ JF_PASS2_SEGMENT(4, 2)
 JF_PASS2_SEGMENT(8, 1)
 #undef JF_PASS2_SEGMENT
 
+#if defined(__AVX2__)
+/* The four channels (fu, fv = 0..3) of one kept u from an output block row of
+ * rowacc ([oc][4] interleaved) into their cube rows: a 4x8 transpose per 8
+ * output blocks instead of four stride-4 gathers. */
+static inline void JF_IMPL(deinterleave4)(const float *ac, int nob, float *const dst[4],
+                                          const float s[4], const float o[4])
+{
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    int oc = 0, j;
+    for (; oc + 8 <= nob; oc += 8) {
+        const float *a = ac + (size_t)oc * 4;
+        __m256 v0 = _mm256_loadu_ps(a), v1 = _mm256_loadu_ps(a + 8);
+        __m256 v2 = _mm256_loadu_ps(a + 16), v3 = _mm256_loadu_ps(a + 24);
+        __m256 t0 = _mm256_unpacklo_ps(v0, v1), t1 = _mm256_unpackhi_ps(v0, v1);
+        __m256 t2 = _mm256_unpacklo_ps(v2, v3), t3 = _mm256_unpackhi_ps(v2, v3);
+        __m256 f[4];
+        /* lanes hold output blocks 0 2 4 6 | 1 3 5 7: permute to 0..7 */
+        f[0] = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t0, t2, 0x44), order);
+        f[1] = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t0, t2, 0xEE), order);
+        f[2] = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t1, t3, 0x44), order);
+        f[3] = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t1, t3, 0xEE), order);
+        for (j = 0; j < 4; j++)
+            _mm256_storeu_ps(dst[j] + oc, _mm256_fmadd_ps(f[j], _mm256_set1_ps(s[j]),
+                                                          _mm256_set1_ps(o[j])));
+    }
+    for (; oc < nob; oc++)
+        for (j = 0; j < 4; j++)
+            dst[j][oc] = ac[(size_t)oc * 4 + j] * s[j] + o[j];
+}
+#endif
+
 static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
                                    const jf_axis *ax_w, const jf_comp_request *req, float *cube,
                                    int out_hb, int out_wb, int transpose, jf_status *st)
 {
     j_decompress_ptr cinfo = &d->cinfo;
     const jf_comp_info *ci = &d->hdr.comp[c];
-    int U[8], V[8], nu = 0, nv = 0, nvp, ui[64], vi[64];
+    int U[8], V[8], nu = 0, nv = 0, nvp, ui[64], vi[64], quad[8][4], qu;
+    uint8_t in_quad[64];
     int i, j, rmin, rmax, nrows, cmin, cmax, ob, ib, ret = -1;
     jf_band *Ap = NULL, *Bp = NULL;
     float *T = NULL, *rowacc = NULL;
@@ -339,6 +371,26 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
         rowsused[i] = zeroed;
     }
 
+    /* pass 2's output: a kept u whose four kept v are all requested is
+     * de-interleaved as one 4x8 transpose (AVX2 build, untransposed cube) */
+    memset(in_quad, 0, sizeof(in_quad));
+    for (qu = 0; qu < 8; qu++)
+        quad[qu][0] = quad[qu][1] = quad[qu][2] = quad[qu][3] = -1;
+#if defined(__AVX2__)
+    if (!transpose && nvp == 4) {
+        int qq[8][4];
+        memset(qq, 0xff, sizeof(qq));
+        for (i = 0; i < req->n; i++)
+            qq[ui[i]][vi[i]] = i;
+        for (qu = 0; qu < nu; qu++)
+            if (qq[qu][0] >= 0 && qq[qu][1] >= 0 && qq[qu][2] >= 0 && qq[qu][3] >= 0)
+                for (j = 0; j < 4; j++) {
+                    quad[qu][j] = qq[qu][j];
+                    in_quad[qq[qu][j]] = 1;
+                }
+    }
+#endif
+
     /* ---- pass 2: vertical.  For each output block row, the non-zero
      * intermediate rows it reads are listed once; then each 8-wide column
      * segment is accumulated in registers for all kept u at once. ---- */
@@ -373,11 +425,26 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
         } else
             for (; e < trow; e += 8)
                 JF_IMPL(pass2_seg8x1)(rp, wr, nr, e, rowacc, trowp);
+#if defined(__AVX2__)
+        for (qu = 0; qu < nu; qu++)
+            if (quad[qu][0] >= 0) {
+                float *dst[4], sc[4], of[4];
+                for (j = 0; j < 4; j++) {
+                    int q4 = quad[qu][j];
+                    dst[j] = cube + ((size_t)req->channel[q4] * out_hb + ob) * out_wb;
+                    sc[j] = req->scale[q4];
+                    of[j] = req->offset[q4];
+                }
+                JF_IMPL(deinterleave4)(rowacc + (size_t)qu * trowp, B.nob, dst, sc, of);
+            }
+#endif
         for (n = 0; n < req->n; n++) {
             const float *ac = rowacc + (size_t)ui[n] * trowp + vi[n];
             float s = req->scale[n], o = req->offset[n];
             float *out = cube + (size_t)req->channel[n] * out_hb * out_wb;
             int oc;
+            if (in_quad[n])
+                continue;
             if (!transpose) {
                 float *orow = out + (size_t)ob * out_wb;
                 /* constant strides let the compiler vectorize the de-interleave */
