@@ -29,8 +29,9 @@
 /* ======================================================================== */
 
 /* A channel set spanning a few rows and columns of each component (24S-like)
- * so the operator builds several u and v bands. */
-static const int y_freqs[] = {0, 1, 2, 8, 9, 17, 24, 63};
+ * so the operator builds several u and v bands: u = 0 keeps all four v (the
+ * AVX2 build's 4x8 transpose out of pass 2), u = 7 the widest band. */
+static const int y_freqs[] = {0, 1, 2, 3, 8, 9, 17, 24, 56};
 static const int c_freqs[] = {0, 1, 8, 9};
 #define NY ((int)(sizeof(y_freqs) / sizeof(*y_freqs)))
 #define NC ((int)(sizeof(c_freqs) / sizeof(*c_freqs)))
