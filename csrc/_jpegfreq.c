@@ -455,12 +455,18 @@ static int parse_i32(PyObject *o, Py_buffer *v, Py_ssize_t n, const char *what)
     return 0;
 }
 
+/* A buffer of native float32 items. */
+static int is_f32(const Py_buffer *v)
+{
+    return v->itemsize == 4 && (!v->format || strcmp(v->format, "f") == 0 ||
+                                strcmp(v->format, "=f") == 0 || strcmp(v->format, "<f") == 0);
+}
+
 static int parse_f32(PyObject *o, Py_buffer *v, Py_ssize_t n, const char *what)
 {
     if (PyObject_GetBuffer(o, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0)
         return -1;
-    if (v->itemsize != 4 || (v->format && strcmp(v->format, "f") != 0 && strcmp(v->format, "=f") != 0
-                             && strcmp(v->format, "<f") != 0) || v->len / 4 != n) {
+    if (!is_f32(v) || v->len / 4 != n) {
         PyBuffer_Release(v);
         PyErr_Format(PyExc_ValueError, "%s must be %zd float32 values", what, n);
         return -1;
@@ -707,10 +713,7 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
             != 0)
             goto argfail;
         have_out = 1;
-        if (out_v.itemsize != 4 || (out_v.format && strcmp(out_v.format, "f") != 0 &&
-                                    strcmp(out_v.format, "=f") != 0 &&
-                                    strcmp(out_v.format, "<f") != 0) ||
-            out_v.len != (Py_ssize_t)nch * (out_h / 8) * (out_w / 8) * 4) {
+        if (!is_f32(&out_v) || out_v.len != (Py_ssize_t)nch * (out_h / 8) * (out_w / 8) * 4) {
             PyErr_Format(PyExc_ValueError,
                          "out must be a writable C-contiguous float32 buffer of %d x %d x %d",
                          nch, out_h / 8, out_w / 8);

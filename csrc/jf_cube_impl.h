@@ -252,7 +252,7 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
 {
     j_decompress_ptr cinfo = &d->cinfo;
     const jf_comp_info *ci = &d->hdr.comp[c];
-    int U[8], V[8], nu = 0, nv = 0, nvp, ui[64], vi[64], quad[8][4], qu;
+    int U[8], V[8], nu, nv, nvp, ui[64], vi[64], quad[8][4], qu;
     uint8_t in_quad[64];
     int i, j, rmin, rmax, nrows, cmin, cmax, ob, ib, ret = -1;
     jf_band *Ap = NULL, *Bp = NULL;
@@ -270,16 +270,7 @@ static int JF_IMPL(component_cube)(jf_decoder *d, int c, const jf_axis *ax_h,
     float q[64];
     size_t trow;
 
-    /* distinct kept u and v */
-    for (i = 0; i < req->n; i++) {
-        int u = req->k[i] >> 3, v = req->k[i] & 7, f;
-        for (f = 0; f < nu && U[f] != u; f++) {}
-        if (f == nu) U[nu++] = u;
-        ui[i] = f;
-        for (f = 0; f < nv && V[f] != v; f++) {}
-        if (f == nv) V[nv++] = v;
-        vi[i] = f;
-    }
+    kept_uv(req, U, &nu, V, &nv, ui, vi);
     if (req->n == 0)
         return 0;
     Ap = jf_band_acquire(ax_h, ci->height_in_blocks, U, nu, st);

@@ -149,7 +149,10 @@ static void jf_progress(j_common_ptr cinfo)
 {
     struct jf_error_mgr *err = (struct jf_error_mgr *)cinfo->err;
     j_decompress_ptr d = (j_decompress_ptr)cinfo;
-    if (cinfo->is_decompressor && d->input_scan_number > err->max_scans) {
+    jf_decoder *dec = (jf_decoder *)cinfo; /* cinfo is its first member */
+    if (!cinfo->is_decompressor)
+        return;
+    if (d->input_scan_number > err->max_scans) {
         err->status->kind = JF_ERR_LIMIT;
         snprintf(err->status->msg, JF_MSG_LEN,
                  "more than %d scans: refusing a progressive file built to exhaust the decoder",
@@ -158,13 +161,10 @@ static void jf_progress(j_common_ptr cinfo)
     }
     /* Called before each iMCU row of a scan: once the rows the caller needs
      * are in, skip the rest of this scan's entropy-coded data. */
-    if (cinfo->is_decompressor) {
-        jf_decoder *dec = (jf_decoder *)cinfo; /* cinfo is its first member */
-        if (dec->stop_imcu > 0 && (int)d->input_iMCU_row >= dec->stop_imcu &&
-            d->input_iMCU_row < d->total_iMCU_rows && err->cut_scan != d->input_scan_number &&
-            src_skip_scan(dec, !d->progressive_mode && d->comps_in_scan == d->num_components))
-            err->cut_scan = d->input_scan_number;
-    }
+    if (dec->stop_imcu > 0 && (int)d->input_iMCU_row >= dec->stop_imcu &&
+        d->input_iMCU_row < d->total_iMCU_rows && err->cut_scan != d->input_scan_number &&
+        src_skip_scan(dec, !d->progressive_mode && d->comps_in_scan == d->num_components))
+        err->cut_scan = d->input_scan_number;
 }
 
 /* ======================================================================== */

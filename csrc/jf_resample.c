@@ -699,6 +699,24 @@ static void *jf_scratch(int slot, size_t bytes)
     return s->p[slot];
 }
 
+/* The distinct kept u and v of a request, in order of first appearance (the
+ * band cache keys on this order), and each channel's index into them. */
+static void kept_uv(const jf_comp_request *req, int U[8], int *nu, int V[8], int *nv,
+                    int ui[64], int vi[64])
+{
+    int i, f;
+    *nu = *nv = 0;
+    for (i = 0; i < req->n; i++) {
+        int u = req->k[i] >> 3, v = req->k[i] & 7;
+        for (f = 0; f < *nu && U[f] != u; f++) {}
+        if (f == *nu) U[(*nu)++] = u;
+        ui[i] = f;
+        for (f = 0; f < *nv && V[f] != v; f++) {}
+        if (f == *nv) V[(*nv)++] = v;
+        vi[i] = f;
+    }
+}
+
 /* ======================================================================== */
 /* out = A Q B^T: the kernels, compiled twice (AVX2+FMA and generic)        */
 /* ======================================================================== */
@@ -736,15 +754,10 @@ int jf_component_cube(jf_decoder *d, int c, const jf_axis *ax_h, const jf_axis *
 int jf_rows_needed(jf_decoder *d, int c, const jf_axis *ax_h, const jf_comp_request *req,
                    jf_status *st)
 {
-    /* the kept u in jf_component_cube's order: the same cached band A */
-    int U[8], nu = 0, i, f, ob, last = -1;
+    /* the kept u as jf_component_cube lists them: the same cached band A */
+    int U[8], V[8], ui[64], vi[64], nu, nv, ob, last = -1;
     jf_band *A;
-    for (i = 0; i < req->n; i++) {
-        int u = req->k[i] >> 3;
-        for (f = 0; f < nu && U[f] != u; f++) {}
-        if (f == nu)
-            U[nu++] = u;
-    }
+    kept_uv(req, U, &nu, V, &nv, ui, vi);
     if (nu == 0)
         return 0;
     A = jf_band_acquire(ax_h, d->hdr.comp[c].height_in_blocks, U, nu, st);
