@@ -69,23 +69,20 @@ def _np_dtype(dtype) -> np.dtype:
     return dt
 
 
-def _finish(res: np.ndarray, dtype, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """res in the requested dtype, written into ``out`` when one is given."""
+def _finish(res: np.ndarray, dt: np.dtype, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """res (float32) as dtype dt, written into ``out`` when one is given."""
     if out is not None:
         if res is not out:
             out[...] = res
         return out
-    if _np_dtype(dtype) == np.float16:
-        return res.astype(np.float16)
-    return res
+    return res.astype(dt) if dt != res.dtype else res
 
 
-def _check_out(out, shape, dtype):
+def _check_out(out, shape, dt: np.dtype):
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy array, not {type(out).__name__}")
-    if out.shape != tuple(shape) or out.dtype != _np_dtype(dtype):
-        raise ValueError(f"out must be {_np_dtype(dtype)} {tuple(shape)}, "
-                         f"got {out.dtype} {out.shape}")
+    if out.shape != tuple(shape) or out.dtype != dt:
+        raise ValueError(f"out must be {dt} {tuple(shape)}, got {out.dtype} {out.shape}")
     if not out.flags.writeable:
         raise ValueError("out must be writable")
 
@@ -125,20 +122,19 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
     if geometry is None:
         geometry = _eval_geometry(int(size) if size is not None else
                                   224 if source == "rgb" else 448)
-    _np_dtype(dtype)
+    dt = _np_dtype(dtype)
     if source == "rgb":
         if out is not None:
-            _check_out(out, (3, geometry.out_h, geometry.out_w), dtype)
-        return _finish(rgb_image(src, geometry, stats, max_pixels), dtype, out)
+            _check_out(out, (3, geometry.out_h, geometry.out_w), dt)
+        return _finish(rgb_image(src, geometry, stats, max_pixels), dt, out)
     cs = _as_channels(channels)
     if out is not None:
-        _check_out(out, (cs.count, geometry.out_h // 8, geometry.out_w // 8), dtype)
+        _check_out(out, (cs.count, geometry.out_h // 8, geometry.out_w // 8), dt)
     if source == "spatial":
-        return _finish(spatial_cube(src, cs, geometry, stats, max_pixels), dtype, out)
+        return _finish(spatial_cube(src, cs, geometry, stats, max_pixels), dt, out)
     scale, offset = _scale_offset(stats, cs, source, geometry)
     arg = os.fspath(src) if isinstance(src, os.PathLike) else src
-    direct = out if out is not None and out.dtype == np.float32 and out.flags.c_contiguous \
-        else None
+    direct = out if out is not None and dt == np.float32 and out.flags.c_contiguous else None
     try:
         res, warns = _jpegfreq.cube(
             arg, cs.component_of, cs.k, geometry.out_h, geometry.out_w, scale, offset,
@@ -149,10 +145,10 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
             raise translate(src, e) from None
         _notice(e.args[1], f"{source_name(src)}: {e.args[1]}; such files take the spatial "
                            "path (decode, resize, DCT). Shown once per process.")
-        return _finish(spatial_cube(src, cs, geometry, stats, max_pixels), dtype, out)
+        return _finish(spatial_cube(src, cs, geometry, stats, max_pixels), dt, out)
     if warnings_out is not None:
         warnings_out.extend(warns)
-    return _finish(res, dtype, out)
+    return _finish(res, dt, out)
 
 
 # ---------------------------------------------------------------------------
