@@ -4,6 +4,7 @@ Every method is timed on the same file in turn (A B C A B C ...), so a noisy
 neighbour slows all of them alike; a file's time is its best of `repeat` runs,
 and the figure reported is the median over files.
 """
+import argparse
 import glob
 import os
 import statistics
@@ -34,6 +35,21 @@ def sample_files(folder=None, limit=0):
         print(f"no JPEG files in {folder}: nothing to measure", file=sys.stderr)
         sys.exit(0)
     return files[:limit] if limit else files
+
+
+def file_bench_args(*extra):
+    """The interleaved benchmarks' command line: FOLDER (default: the ImageNet sample),
+    --limit N, --repeat R, plus ``extra`` (args, kwargs) pairs for add_argument.
+    Returns (args, files, {file: bytes})."""
+    p = argparse.ArgumentParser()
+    p.add_argument("folder", nargs="?")
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=3)
+    for args, kwargs in extra:
+        p.add_argument(*args, **kwargs)
+    a = p.parse_args()
+    files = sample_files(a.folder, a.limit)
+    return a, files, {f: open(f, "rb").read() for f in files}
 
 
 def interleaved(methods, items, repeat=3):

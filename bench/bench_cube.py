@@ -8,7 +8,6 @@ process, one core, methods interleaved per file; medians over files and ratios
 to the floor (libjpeg-turbo's entropy decode alone).  Then the 24S eval cube
 over the whole file list with two threads against one.
 """
-import argparse
 import io
 import os
 import statistics
@@ -17,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import interleaved, one_core, report, sample_files  # noqa: E402
+from _common import file_bench_args, interleaved, one_core, report  # noqa: E402
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -29,28 +28,27 @@ from jpegfreq.geometry import sample_train  # noqa: E402
 CS24 = jpegfreq.ChannelSet.parse("24S")
 
 
-def pil_rgb_224(data):
-    """torchvision-style eval: decode, resize short side 256 (bilinear), centre crop 224."""
+def _decode_resize_crop(data, resize, crop):
+    """Pillow decode to RGB, short side to ``resize`` (bilinear), centre crop ``crop``."""
     im = Image.open(io.BytesIO(data)).convert("RGB")
     w, h = im.size
-    s = 256 / min(w, h)
-    im = im.resize((max(256, int(w * s)), max(256, int(h * s))), Image.BILINEAR)
+    s = resize / min(w, h)
+    im = im.resize((max(resize, int(w * s)), max(resize, int(h * s))), Image.BILINEAR)
     w, h = im.size
-    left, top = int(round((w - 224) / 2)), int(round((h - 224) / 2))
-    return np.asarray(im.crop((left, top, left + 224, top + 224)))
+    left, top = int(round((w - crop) / 2)), int(round((h - crop) / 2))
+    return im.crop((left, top, left + crop, top + crop))
+
+
+def pil_rgb_224(data):
+    """torchvision-style eval: decode, resize short side 256 (bilinear), centre crop 224."""
+    return np.asarray(_decode_resize_crop(data, 256, 224))
 
 
 def dctnet_flow(data, loads):
     """DCTNet's eval flow to a 24x56x56 cube: decode, resize 512, crop 448, then
     two JPEG re-encodes at quality 100 (4:2:0) read back with jpeg2dct: the 448
     crop for Y and its 2x upscale for chroma; then the 24S subset."""
-    im = Image.open(io.BytesIO(data)).convert("RGB")
-    w, h = im.size
-    s = 512 / min(w, h)
-    im = im.resize((max(512, int(w * s)), max(512, int(h * s))), Image.BILINEAR)
-    w, h = im.size
-    left, top = int(round((w - 448) / 2)), int(round((h - 448) / 2))
-    crop = im.crop((left, top, left + 448, top + 448))
+    crop = _decode_resize_crop(data, 512, 448)
     up = crop.resize((896, 896), Image.BILINEAR)
     outs = []
     for img in (crop, up):
@@ -65,14 +63,7 @@ def dctnet_flow(data, loads):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("folder", nargs="?")
-    p.add_argument("--limit", type=int, default=0)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--no-threads", action="store_true")
-    a = p.parse_args()
-    files = sample_files(a.folder, a.limit)
-    blobs = {f: open(f, "rb").read() for f in files}
+    a, files, blobs = file_bench_args((("--no-threads",), {"action": "store_true"}))
     hdrs = {f: jpegfreq.read_header(blobs[f]) for f in files}
     rng = np.random.default_rng(0)
     # as in training, every call gets a new random crop (so its operator is built, not cached)

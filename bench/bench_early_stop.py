@@ -7,14 +7,13 @@ jpegtran (lossless: same coefficients, several scans), so both ways of stopping 
 measured: a sequential file ends its only scan, a progressive scan skips to the next
 one.  One process, one core, interleaved; the floor is the whole-file entropy decode.
 """
-import argparse
 import os
 import shutil
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import interleaved, one_core, report, sample_files  # noqa: E402
+from _common import file_bench_args, interleaved, one_core, report  # noqa: E402
 
 import jpegfreq  # noqa: E402
 from jpegfreq import _jpegfreq  # noqa: E402
@@ -40,14 +39,8 @@ def run(title, blobs, repeat):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("folder", nargs="?")
-    p.add_argument("--limit", type=int, default=0)
-    p.add_argument("--repeat", type=int, default=3)
-    a = p.parse_args()
+    a, files, blobs = file_bench_args()
     one_core()
-    files = sample_files(a.folder, a.limit)
-    blobs = {f: open(f, "rb").read() for f in files}
     run(f"{len(files)} files as they are", blobs, a.repeat)
     if shutil.which("jpegtran") is None:
         print("jpegtran not found (libjpeg-turbo-progs): no progressive run", file=sys.stderr)

@@ -6,26 +6,19 @@ Same files, one process, one core, interleaved.  The floor is libjpeg-turbo's
 jpeg_read_coefficients alone (entropy decoding, nothing copied out), called
 through the same extension so the Python call overhead is counted in both.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import interleaved, one_core, report, sample_files  # noqa: E402
+from _common import file_bench_args, interleaved, one_core, report  # noqa: E402
 
 import jpegfreq  # noqa: E402
 from jpegfreq import _jpegfreq  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("folder", nargs="?")
-    p.add_argument("--limit", type=int, default=0)
-    p.add_argument("--repeat", type=int, default=3)
-    a = p.parse_args()
+    a, files, blobs = file_bench_args()
     one_core()
-    files = sample_files(a.folder, a.limit)
-    blobs = {f: open(f, "rb").read() for f in files}
     methods = [
         ("floor: jpeg_read_coefficients", lambda f: _jpegfreq.entropy_decode(blobs[f])),
         ("read_coefficients(bytes)", lambda f: jpegfreq.read_coefficients(blobs[f])),
