@@ -64,3 +64,14 @@ def pixel_limit():
     saved = jpegfreq.get_max_pixels()
     yield
     jpegfreq.set_max_pixels(saved)
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One torch intra-op thread for a module's tests: on two shared cores, OpenMP
+    barriers between two threads cost more than they gain (the model tests)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,6 +20,7 @@ import jpegfreq
 from jpegfreq import ChannelSet, Geometry, SpatialFallbackWarning, eval_geometry, sample_train
 from jpegfreq.stats import Stats
 from jpeg_factory import cjpeg, make_jpeg, photo
+from threads import run_in_threads
 
 # Photo-like files big enough that chroma carries energy: (width, height) per seed.
 SIZES = [(400, 304), (336, 448), (496, 368), (448, 320)]
@@ -444,11 +445,7 @@ def test_threads_give_the_serial_cubes():
         results[t] = [jpegfreq.cube(b, "24S", source=src, geometry=g)
                       for b, src, g in jobs[k:] + jobs[:k]]
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_in_threads(work, 4)
     for t in range(4):
         k = t * len(jobs) // 4
         want = serial[k:] + serial[:k]

@@ -44,22 +44,15 @@ from models.detection import (  # noqa: E402
     maskrcnn_resnet50_fpn_rgb,
 )
 
-# pycocotools' Cython mask decoder trips numpy 2's __array__ copy deprecation (not ours)
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
 BRIGHT, DARK = 230, 25
 # light heads: the tests check wiring, not accuracy
 LIGHT = dict(box_batch_size_per_image=32, rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100,
              rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50, box_detections_per_img=20)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    n = torch.get_num_threads()
-    # one thread: on shared cores, OpenMP barriers of 2 threads cost far more than they gain
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# pycocotools' Cython mask decoder trips numpy 2's __array__ copy deprecation (not ours)
+pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+              pytest.mark.usefixtures("torch_one_thread")]
 
 
 # ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import jpeg_factory as F
+from threads import run_in_threads
 import jpegfreq
 from jpegfreq import JpegError
 
@@ -154,12 +155,7 @@ def test_threads_agree_with_serial(threads):
         except BaseException as e:  # noqa: BLE001 - reported below
             crashes.append(repr(e))
 
-    pool = [threading.Thread(target=hammer, args=(k,)) for k in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join(timeout=300)
-    assert not any(t.is_alive() for t in pool), "a thread hung"
+    run_in_threads(hammer, threads)
     assert not crashes, crashes[:5]
     assert not mismatches, sorted(set(mismatches))[:20]
 
@@ -192,10 +188,6 @@ def test_band_cache_churn_across_threads():
         except BaseException as e:  # noqa: BLE001
             errors.append(repr(e))
 
-    pool = [threading.Thread(target=hammer, args=(k,)) for k in range(6)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join(timeout=300)
+    run_in_threads(hammer, 6)
     assert not errors, errors[:3]
     assert not bad, bad[:10]

@@ -20,6 +20,7 @@ import jpegfreq
 from reference import reconstruct_rgb
 from jpeg_factory import (CASES, DAMAGE_OUTCOME, DQT, SOF_MARKERS, UNSUPPORTED_CASES, damaged,
                           frame_header, make_jpeg, markers)
+from threads import run_in_threads
 
 # What each case's name promises, written out here rather than read from the factory.
 S444, S420 = ((1, 1),) * 3, ((2, 2), (1, 1), (1, 1))
@@ -407,11 +408,7 @@ def test_threads_give_the_serial_results():
         barrier.wait()
         results[t] = [jpegfreq.read_coefficients(b) for _ in range(3) for b in blobs]
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_in_threads(work, 4)
     for t in range(4):
         assert len(results[t]) == 3 * len(blobs)
         for got, ref in zip(results[t], serial * 3):

@@ -29,6 +29,7 @@ from jpegfreq.serving import BatchError, Decoder
 from jpegfreq.stats import Stats, StatsAccumulator
 
 from jpeg_factory import CASES, damaged, make_jpeg
+from threads import run_in_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREAD_TEST_FILES = int(os.environ.get("JPEGFREQ_THREAD_TEST_FILES", "1000"))
@@ -292,11 +293,7 @@ def _hammer(dec, files, n_threads=8, chunk=64):
         except BaseException as e:  # reported below, with the thread number
             errors.append((t, e))
 
-    threads = [threading.Thread(target=run, args=(t,)) for t in range(n_threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_in_threads(run, n_threads)
     assert not errors, errors
     return results
 

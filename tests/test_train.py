@@ -55,13 +55,7 @@ def read_log(out):
         return [json.loads(line) for line in f if line.strip()]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # two cores shared with other work: one intra-op thread is faster and steadier
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
