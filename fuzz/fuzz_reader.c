@@ -57,6 +57,28 @@ static int total_channels(int ncomp)
     return NY + (nc - 1) * NC;
 }
 
+/* Component c's stored rows / columns axes for a box in stored coordinates;
+ * transpose swaps them exactly as orientations 5..8 do. */
+static void comp_axes(const jf_header *h, int c, const double box[4], int out_h, int out_w,
+                      int flip, int transpose, jf_axis *ah, jf_axis *aw)
+{
+    const jf_comp_info *ci = &h->comp[c];
+    ah->image_size = h->height;
+    ah->comp_size = ci->height;
+    ah->factor = h->max_v / ci->v_samp;
+    aw->image_size = h->width;
+    aw->comp_size = ci->width;
+    aw->factor = h->max_h / ci->h_samp;
+    if (!transpose) {
+        ah->box0 = box[1]; ah->box1 = box[3]; ah->out_size = out_h; ah->flip = 0;
+        aw->box0 = box[0]; aw->box1 = box[2]; aw->out_size = out_w; aw->flip = flip;
+    } else {
+        /* displayed = transposed stored: displayed rows are stored columns */
+        ah->box0 = box[0]; ah->box1 = box[2]; ah->out_size = out_w; ah->flip = flip;
+        aw->box0 = box[1]; aw->box1 = box[3]; aw->out_size = out_h; aw->flip = 1;
+    }
+}
+
 /* The binding's cube_compute, minus orientation bookkeeping: box in stored
  * coordinates; transpose swaps the axes exactly as orientations 5..8 do. */
 static void run_cube(jf_decoder *d, const double box[4], int out_h, int out_w, int flip,
@@ -79,25 +101,13 @@ static void run_cube(jf_decoder *d, const double box[4], int out_h, int out_w, i
         if (h->max_h % ci->h_samp != 0 || h->max_v % ci->v_samp != 0)
             break; /* the binding refuses non-integral sampling ratios */
         make_request(&req, c, transpose, &next);
-        ah.image_size = h->height;
-        ah.comp_size = ci->height;
-        ah.factor = h->max_v / ci->v_samp;
-        aw.image_size = h->width;
-        aw.comp_size = ci->width;
-        aw.factor = h->max_h / ci->h_samp;
+        comp_axes(h, c, box, out_h, out_w, flip, transpose, &ah, &aw);
         jf_status_init(&st);
         if (!transpose) {
-            ah.box0 = box[1]; ah.box1 = box[3]; ah.out_size = out_h; ah.flip = 0;
-            aw.box0 = box[0]; aw.box1 = box[2]; aw.out_size = out_w; aw.flip = flip;
             if (jf_component_cube(d, c, &ah, &aw, &req, cube, out_h / 8, out_w / 8, 0, &st) != 0)
                 break;
-        } else {
-            /* displayed = transposed stored: displayed rows are stored columns */
-            ah.box0 = box[0]; ah.box1 = box[2]; ah.out_size = out_w; ah.flip = flip;
-            aw.box0 = box[1]; aw.box1 = box[3]; aw.out_size = out_h; aw.flip = 1;
-            if (jf_component_cube(d, c, &ah, &aw, &req, cube, out_w / 8, out_h / 8, 1, &st) != 0)
-                break;
-        }
+        } else if (jf_component_cube(d, c, &ah, &aw, &req, cube, out_w / 8, out_h / 8, 1, &st) != 0)
+            break;
     }
     free(cube);
 }
@@ -227,18 +237,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (jf_open(d, data, size, FUZZ_MAX_PIXELS, &st) == 0) {
         const jf_header *h = &d->hdr;
         jf_comp_request req;
-        jf_axis ah;
+        jf_axis ah, aw;
         double box[4];
         int next = 0, rows;
         jf_eval_box(h->width, h->height, 73, 64, 64, box);
         make_request(&req, 0, 0, &next);
-        ah.image_size = h->height;
-        ah.comp_size = h->comp[0].height;
-        ah.factor = h->max_v / h->comp[0].v_samp;
-        ah.box0 = box[1];
-        ah.box1 = box[3];
-        ah.out_size = 64;
-        ah.flip = 0;
+        comp_axes(h, 0, box, 64, 64, 0, 0, &ah, &aw);
         rows = jf_rows_needed(d, 0, &ah, &req, &st);
         if (rows > 0) {
             d->stop_imcu = (rows + h->comp[0].v_samp - 1) / h->comp[0].v_samp;
