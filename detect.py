@@ -42,7 +42,7 @@ from jpegfreq.checkpoint import load_checkpoint, save_checkpoint
 from jpegfreq.detection import (CocoJpeg, collate, compute_detection_stats, evaluate_coco,
                                 make_shapes_dataset)
 from jpegfreq.stats import Stats
-from models.detection import build_detector
+from jpegfreq.models.detection import build_detector
 
 # Defaults that differ between the demo and a real run; a flag given explicitly always wins.
 DEFAULTS = {

@@ -49,7 +49,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 import jpegfreq
 from jpegfreq.channels import ChannelSet
-from jpegfreq.checkpoint import (build_model, load_checkpoint, load_model, preprocessing,
+from jpegfreq.models import build_model, load_model
+from jpegfreq.checkpoint import (load_checkpoint, preprocessing,
                                  save_checkpoint)
 from jpegfreq.datasets import BadImageError, JpegFolder, collate_skip_bad, default_size
 from jpegfreq.geometry import eval_geometry
@@ -290,7 +291,7 @@ def train_one_epoch(model, criterion, optimizer, loader, device, epoch, args, ct
             logits, gates = _split_output(model(x))
             loss = criterion(logits, y)
             if gates is not None:
-                from models import gate_loss
+                from jpegfreq.models import gate_loss
                 loss = loss + args.gate_lambda * gate_loss(gates)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
@@ -740,7 +741,7 @@ def run_train(args, ctx):
         ctx.barrier()
 
     if args.gate:
-        from models import HeatmapAccumulator
+        from jpegfreq.models import HeatmapAccumulator
         from jpegfreq.heatmap import plot_heatmap, summarize
         heat = HeatmapAccumulator(192)
         evaluate(module, criterion, val_loader, device, args, ctx, heatmap=heat, desc="heat map")

@@ -16,7 +16,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import models  # noqa: E402
+from jpegfreq import models  # noqa: E402
 
 RGB_ELEMENTS = 3 * 224 * 224
 

@@ -4,7 +4,7 @@
  * Parses arguments, holds the input buffer, releases the GIL around all
  * libjpeg work, allocates numpy outputs and turns jf_status into exceptions.
  * All JPEG logic lives in jf_read.c and jf_resample.c.  The Python layer
- * (jpegfreq/_reader.py) adds the source's name to error messages.
+ * (jpegfreq/reader.py) adds the source's name to error messages.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

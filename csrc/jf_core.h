@@ -5,7 +5,7 @@
  *   jf_read.c      reads a JPEG's quantized DCT coefficients with libjpeg-turbo
  *                  (entropy decoding only), with errors and warnings captured
  *                  into a jf_status instead of stderr or exit().
- *   jf_resample.c  the coefficient-domain operator of DESIGN.md: 1-D resampling
+ *   jf_resample.c  the coefficient-domain operator (docs/design.md): 1-D resampling
  *                  weights, chroma upsampling, the banded per-image matrices A
  *                  and B, and out = A Q B^T for the kept frequencies only.
  *

@@ -1,5 +1,5 @@
 /*
- * jf_resample.c - the coefficient-domain operator of DESIGN.md.
+ * jf_resample.c - the coefficient-domain operator (docs/design.md).
  *
  * For one component with dequantized coefficient plane Q (rows 8*block + u),
  *     out = (D F_h R_h U_h Din^T) Q (D F_w R_w U_w Din^T)^T = A Q B^T

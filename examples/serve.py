@@ -34,7 +34,8 @@ except ImportError:  # run from a source checkout without `pip install -e .`
 import torch
 
 from jpegfreq.checkpoint import load_checkpoint
-from jpegfreq.serving import Decoder, load_model
+from jpegfreq.models import load_model
+from jpegfreq.serving import Decoder
 
 MAX_BODY = 32 << 20
 

@@ -2,7 +2,7 @@
 
     bytes -> C reader (entropy decode only) -> coefficient-domain operator -> cube -> model
 
-Public names (see the README and DESIGN conventions):
+Public names (see the README and docs/design.md):
     read_header, read_coefficients, JpegError, ChannelSet, cube, Geometry,
     eval_geometry, sample_train, Stats, Decoder
 Build facts: libjpeg_version, libjpeg_turbo.
@@ -26,7 +26,7 @@ __all__ = [
     "rgb_image", "Geometry", "eval_geometry", "sample_train", "Header", "Coefficients",
     "set_max_pixels", "get_max_pixels", "DEFAULT_MAX_PIXELS", "SOURCES",
     "SpatialFallbackWarning", "libjpeg_version", "libjpeg_turbo", "arithmetic_decoding",
-    "Stats", "Decoder", "BatchError", "load_model",
+    "Stats", "Decoder", "BatchError",
 ]
 
 
@@ -37,7 +37,4 @@ def __getattr__(name):  # lazy: Stats and Decoder pull in more modules
     if name in ("Decoder", "BatchError"):
         from . import serving
         return getattr(serving, name)
-    if name == "load_model":
-        from .checkpoint import load_model
-        return load_model
     raise AttributeError(name)

@@ -64,7 +64,7 @@ _COMPONENT_BY_LOWER = {name.lower(): i for i, name in enumerate(COMPONENTS)}
 # positions of its component.
 _TRIANGLES = {"24T": (16, 4, 4), "48T": (32, 8, 8), "64T": (44, 10, 10)}
 
-# The square presets of the paper and DCTNet (DESIGN.md, "Channel sets").
+# The square presets of the paper and DCTNet (docs/design.md, "Channel sets").
 _SQUARES = {
     "6S": "Y:0,1,8,9;Cb:0;Cr:0",
     "24S": "Y:0-3,8-11,16-19,24-27;Cb:0,1,8,9;Cr:0,1,8,9",

@@ -41,32 +41,3 @@ def preprocessing(ckpt: dict) -> dict:
     return {"channels": None if channels is None or source == "rgb" else ChannelSet.parse(channels),
             "size": size, "source": source, "geometry": geometry,
             "stats": Stats.from_dict(ckpt["stats"]) if ckpt.get("stats") else None}
-
-
-def build_model(arch: str, source: str, channels, num_classes: int, gate: bool = False):
-    """The network a checkpoint was trained with (weights not loaded)."""
-    import models
-    rgb = source == "rgb"
-    if arch == "resnet50":
-        net = models.resnet50(num_classes) if rgb else models.resnet50_dct(channels, num_classes)
-    elif arch == "resnet18":
-        net = models.resnet18(num_classes) if rgb else models.resnet18_dct(channels, num_classes)
-    elif arch in ("mobilenetv2", "mobilenet_v2"):
-        net = (models.mobilenet_v2(num_classes) if rgb
-               else models.mobilenet_v2_dct(channels, num_classes))
-    else:
-        raise ValueError(f"unknown arch {arch!r}")
-    if gate and not rgb:
-        net = models.GatedModel(models.ChannelGate(ChannelSet.parse(channels).count), net)
-    return net
-
-
-def load_model(checkpoint, map_location="cpu"):
-    """The model of a train.py checkpoint (path or dict), weights loaded, in eval mode."""
-    ckpt = load_checkpoint(checkpoint, map_location) if not isinstance(checkpoint, dict) else checkpoint
-    pre = preprocessing(ckpt)
-    net = build_model(ckpt["arch"], pre["source"], pre["channels"], int(ckpt["num_classes"]),
-                      bool(ckpt.get("gate", False)))
-    state = {k[7:] if k.startswith("module.") else k: v for k, v in ckpt["model"].items()}
-    net.load_state_dict(state)
-    return net.eval()

@@ -4,7 +4,7 @@
     x = dec.decode(jpeg_bytes)                     # (C, H/8, W/8) torch tensor
     xb = dec.decode_batch([b1, b2, b3])            # (3, C, H/8, W/8), decoded in threads
     xb, failed = dec.decode_batch(items, errors="return")   # failed: [(index, JpegError)]
-    model = load_model("ckpt.pth")                 # re-exported from jpegfreq.checkpoint
+    model = jpegfreq.models.load_model("ckpt.pth")  # the network lives with the models
 
 A Decoder holds a fixed pre-processing (channel set, geometry, source, stats,
 dtype) and a thread pool created on first use.  The C reader and operator
@@ -21,14 +21,14 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .channels import ChannelSet
-from .checkpoint import load_checkpoint, load_model, preprocessing
+from .checkpoint import load_checkpoint, preprocessing
 from .errors import JpegError
 from .geometry import Geometry, eval_geometry
 from .pipeline import SOURCES, cube
 from .reader import source_name
 from .stats import Stats
 
-__all__ = ["Decoder", "BatchError", "load_model"]
+__all__ = ["Decoder", "BatchError"]
 
 _DTYPES = ("float32", "float16")
 

@@ -12,6 +12,7 @@ the learned channel gate, and RGB-checkpoint loading.
 model are in each builder's docstring and in bench/model_table.md.
 """
 
+from .checkpoint import build_model, load_model
 from .convert import load_rgb_weights
 from .gate import (
     ChannelGate,
@@ -37,6 +38,8 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "ChannelGate",
+    "build_model",
+    "load_model",
     "GatedModel",
     "HeatmapAccumulator",
     "InvertedResidual",

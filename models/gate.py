@@ -34,7 +34,7 @@ _EVAL_MODES = ("threshold", "sample")
 
 
 def default_channel_names(num_channels=192):
-    """Y0..Y63, Cb0..Cb63, Cr0..Cr63 for 192 channels (DESIGN order), else "0".."n-1"."""
+    """Y0..Y63, Cb0..Cb63, Cr0..Cr63 for 192 channels (the cube's channel order), else "0".."n-1"."""
     if num_channels == 192:
         return [f"{c}{k}" for c in ("Y", "Cb", "Cr") for k in range(64)]
     return [str(k) for k in range(num_channels)]

@@ -11,7 +11,7 @@ import jpegfreq.pipeline
 
 
 def _rel_rms(got, ref):
-    """sqrt(sum (got - ref)^2 / sum ref^2), in float64: DESIGN's relative error."""
+    """sqrt(sum (got - ref)^2 / sum ref^2), in float64: docs/design.md's relative error."""
     got = np.asarray(got, np.float64)
     ref = np.asarray(ref, np.float64)
     den = float(np.sum(ref * ref))

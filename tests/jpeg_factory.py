@@ -1,6 +1,6 @@
 """Deterministic test JPEGs: every coding mode, sampling and colour model the readers meet.
 
-Tests make their own files here and never read ../shared.  Pillow writes what
+Tests make their own files here and never read data from outside the repository.  Pillow writes what
 it can (baseline, progressive, 4:4:4 / 4:2:2 / 4:2:0, grayscale, CMYK, restart
 intervals, EXIF); Debian's libjpeg-turbo-progs tools (``cjpeg``, ``jpegtran``,
 ``djpeg``) add arithmetic coding and the other samplings.  A few headers are

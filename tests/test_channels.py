@@ -1,4 +1,4 @@
-"""Channel sets: presets against DESIGN.md's table, the T sets, the grammar, heat maps, sizes."""
+"""Channel sets: presets against docs/design.md's table, the T sets, the grammar, heat maps, sizes."""
 import json
 import pickle
 
@@ -9,14 +9,14 @@ from jpegfreq.channels import PRESETS, ZIGZAG, ChannelSet, channel_name, parse_c
 
 
 def _ks(*parts):
-    """Natural indices from ints and (lo, hi) inclusive ranges, written as in DESIGN.md."""
+    """Natural indices from ints and (lo, hi) inclusive ranges, written as in docs/design.md."""
     out = set()
     for p in parts:
         out.update(range(p[0], p[1] + 1) if isinstance(p, tuple) else [p])
     return out
 
 
-# Transcribed from DESIGN.md, "Channel sets" (Y, Cb; Cr is always the same as Cb).
+# Transcribed from docs/design.md, "Channel sets" (Y, Cb; Cr is always the same as Cb).
 SQUARE_TABLE = {
     "6S": (_ks(0, 1, 8, 9), _ks(0)),
     "24S": (_ks((0, 3), (8, 11), (16, 19), (24, 27)), _ks(0, 1, 8, 9)),

@@ -1,6 +1,6 @@
 """jpegfreq.cube (issue 3): compressed vs spatial equivalence, colour models, stats, dtypes, threads.
 
-Equivalence is stated as DESIGN asks: relative RMS pooled over a set of files,
+Equivalence is stated as docs/design.md states it: relative RMS pooled over a set of files,
 per component (sum of squared differences over sum of squared reference values),
 jpeg-coeffs against the spatial path (libjpeg's 8-bit decode, same geometry).
 """

@@ -33,7 +33,7 @@ from jpegfreq.detection import (  # noqa: E402
     resized_size,
 )
 from jpegfreq.stats import Stats  # noqa: E402
-from models.detection import (  # noqa: E402
+from jpegfreq.models.detection import (  # noqa: E402
     CubeAnchorGenerator,
     CubeTransform,
     FixedScaleRoIAlign,
@@ -229,7 +229,7 @@ def test_jpeg_coeffs_matches_spatial(tmp_path):
         for key, sel in (("Y", comp == 0), ("C", comp > 0)):
             num[key] += ((cubes[0][sel] - cubes[1][sel]) ** 2).sum()
             den[key] += (cubes[1][sel] ** 2).sum()
-    # pooled relative RMS (DESIGN: the spatial reference's 8-bit rounding is the residue)
+    # pooled relative RMS (docs/design.md: the spatial reference's 8-bit rounding is the residue)
     assert np.sqrt(num["Y"] / den["Y"]) < 0.01
     assert np.sqrt(num["C"] / den["C"]) < 0.05
 
@@ -357,7 +357,7 @@ def test_forward_backward(shapes, builder):
 
 
 def test_classification_weights_load_into_the_backbone(tmp_path):
-    from models import resnet50_dct
+    from jpegfreq.models import resnet50_dct
     torch.manual_seed(1)
     net = resnet50_dct(ChannelSet.parse("24S"), num_classes=5)
     path = str(tmp_path / "cls.pth")

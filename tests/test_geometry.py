@@ -1,6 +1,6 @@
 """Geometry and the coefficient-domain operator (issue 3): weights, exactness, flips, crops, EXIF.
 
-The operator is tested exactly (DESIGN: 1e-5 relative) against a float reference
+The operator is tested exactly (docs/design.md: 1e-5 relative) against a float reference
 built here in numpy: float IDCT of the dequantized coefficients, float chroma
 upsampling and resize through the dense per-axis matrices, float block DCT.
 The matrices themselves are checked against PIL's and torchvision's bilinear
@@ -22,7 +22,7 @@ from jpegfreq.geometry import (axis_matrix, block_dct, block_idct, dct_matrix, d
 from jpeg_factory import jpegtran, make_jpeg
 from reference import float_reference
 
-EXACT = 1e-5  # DESIGN: the operator against a float reference, relative
+EXACT = 1e-5  # docs/design.md: the operator against a float reference, relative
 
 
 # -- the 1-D filters -------------------------------------------------------------
@@ -241,7 +241,7 @@ def test_exif_off_ignores_the_orientation():
 
 
 def test_exif_orientation_agrees_with_the_spatial_path(rel_rms):
-    """Pooled over the 8 orientations and 4 geometries, per component (DESIGN's equivalence rule)."""
+    """Pooled over the 8 orientations and 4 geometries, per component (docs/design.md's equivalence rule)."""
     cs = ChannelSet.parse("24S")
     comp = np.asarray(cs.component_of)
     num, den = np.zeros(3), np.zeros(3)

@@ -12,8 +12,8 @@ from torch import nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import models  # noqa: E402
-from models import (  # noqa: E402
+from jpegfreq import models  # noqa: E402
+from jpegfreq.models import (  # noqa: E402
     ChannelGate,
     GatedModel,
     HeatmapAccumulator,

@@ -23,7 +23,8 @@ import torch
 
 import jpegfreq
 from jpegfreq import ChannelSet, JpegError
-from jpegfreq.checkpoint import build_model, save_checkpoint
+from jpegfreq.checkpoint import save_checkpoint
+from jpegfreq.models import build_model
 from jpegfreq.geometry import Geometry, eval_geometry, sample_train
 from jpegfreq.serving import BatchError, Decoder
 from jpegfreq.stats import Stats, StatsAccumulator
@@ -384,12 +385,12 @@ def test_from_checkpoint_keeps_the_preprocessing_fixed(tmp_path):
     assert dec.dtype == "float16" and dec.strict and dec.threads == 1
 
 
-def test_load_model_is_reexported_and_runs(tmp_path):
-    from jpegfreq import checkpoint, serving
-    assert serving.load_model is checkpoint.load_model
+def test_load_model_lives_with_the_models_and_runs(tmp_path):
+    from jpegfreq import models, serving
+    assert not hasattr(serving, "load_model") and not hasattr(jpegfreq, "load_model")
     path = tmp_path / "ckpt.pth"
     make_checkpoint(path)
-    model = serving.load_model(str(path))
+    model = models.load_model(str(path))
     assert not model.training
     dec = Decoder.from_checkpoint(str(path))
     with torch.inference_mode():
@@ -476,7 +477,7 @@ def test_server_classifies_jpegs(server, case):
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-5
     assert all(t["name"] == f"class_{t['class']}" for t in top)
     # the same answer as the model run in this process on the checkpoint's pre-processing
-    model = jpegfreq.serving.load_model(server.ckpt)
+    model = jpegfreq.models.load_model(server.ckpt)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         x = Decoder.from_checkpoint(server.ckpt).decode(data)[None]
