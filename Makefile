@@ -47,13 +47,18 @@ demo: build
 test: build
 	$(BIN)/python -m pytest -q tests
 
-# figures for the README's tables (shared machines are noisy: run on a quiet one)
-bench: build
-	$(BIN)/python bench/bench_reader.py
-	$(BIN)/python bench/bench_cube.py
-	$(BIN)/python bench/bench_early_stop.py
-	$(BIN)/python bench/bench_threads.py
-	$(BIN)/python bench/check_equivalence.py
+# figures for the README's tables, on a folder of JPEGs you provide (run on a quiet machine):
+#   make bench DATA=/path/to/jpegs
+bench:
+	@if [ -z "$(DATA)" ]; then \
+	  echo "make bench needs a folder of JPEG files: make bench DATA=/path/to/jpegs" >&2; exit 2; fi
+	@if [ ! -d "$(DATA)" ]; then echo "make bench: DATA=$(DATA) is not a directory" >&2; exit 2; fi
+	$(MAKE) --no-print-directory build
+	$(BIN)/python bench/bench_reader.py "$(DATA)"
+	$(BIN)/python bench/bench_cube.py "$(DATA)"
+	$(BIN)/python bench/bench_early_stop.py "$(DATA)"
+	$(BIN)/python bench/bench_threads.py "$(DATA)"
+	$(BIN)/python bench/check_equivalence.py "$(DATA)"
 	$(BIN)/python bench/model_table.py
 
 # libFuzzer + ASan + UBSan on the C core (installs clang when missing): make fuzz RUNS=1000000

@@ -17,7 +17,10 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-DEFAULT_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "imagenet-sample")
+
+JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif")
+FOLDER_USAGE = ("give the folder of JPEG files to use, as FOLDER or --data FOLDER "
+                "(for example a few hundred ImageNet validation images)")
 
 
 def one_core():
@@ -27,29 +30,59 @@ def one_core():
         pass
 
 
-def sample_files(folder=None, limit=0):
-    folder = folder or DEFAULT_DATA
-    files = sorted(f for f in glob.glob(os.path.join(folder, "*"))
-                   if f.lower().endswith((".jpg", ".jpeg")))
+def add_folder_argument(parser):
+    """The data folder every benchmark takes: positional FOLDER or --data FOLDER (no default:
+    the data is the caller's, not the repository's)."""
+    parser.add_argument("folder", nargs="?", metavar="FOLDER", help="folder of JPEG files")
+    parser.add_argument("--data", metavar="FOLDER", help="the same, as an option")
+
+
+def data_folder(parser, args):
+    """The folder given on the command line; exits with a usage message (status 2) when it is
+    missing, ambiguous or not a directory."""
+    if args.folder and args.data and args.folder != args.data:
+        parser.error(f"two data folders given ({args.folder!r} and --data {args.data!r}): give one")
+    folder = args.folder or args.data
+    if not folder:
+        parser.error(FOLDER_USAGE)
+    if not os.path.isdir(folder):
+        parser.error(f"data folder {folder!r} is not a directory; {FOLDER_USAGE}")
+    return folder
+
+
+def list_jpegs(folder):
+    """JPEG files directly in ``folder``, sorted."""
+    return sorted(f for f in glob.glob(os.path.join(glob.escape(folder), "*"))
+                  if f.lower().endswith(JPEG_EXTENSIONS) and os.path.isfile(f))
+
+
+def sample_files(parser, folder, limit=0):
+    """The JPEGs of ``folder`` (the first ``limit`` when limit > 0); a folder without any is a
+    usage error, not an empty measurement."""
+    files = list_jpegs(folder)
     if not files:
-        print(f"no JPEG files in {folder}: nothing to measure", file=sys.stderr)
-        sys.exit(0)
+        parser.error(f"no JPEG files ({', '.join(JPEG_EXTENSIONS)}) in {folder!r}")
     return files[:limit] if limit else files
 
 
-def file_bench_args(*extra):
-    """The interleaved benchmarks' command line: FOLDER (default: the ImageNet sample),
+def file_bench_args(*extra, description=None):
+    """The interleaved benchmarks' command line: FOLDER (or --data FOLDER, required),
     --limit N, --repeat R, plus ``extra`` (args, kwargs) pairs for add_argument.
     Returns (args, files, {file: bytes})."""
-    p = argparse.ArgumentParser()
-    p.add_argument("folder", nargs="?")
-    p.add_argument("--limit", type=int, default=0)
-    p.add_argument("--repeat", type=int, default=3)
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_folder_argument(p)
+    p.add_argument("--limit", type=int, default=0, help="use at most N files (default: all)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per file (default: 3)")
     for args, kwargs in extra:
         p.add_argument(*args, **kwargs)
     a = p.parse_args()
-    files = sample_files(a.folder, a.limit)
-    return a, files, {f: open(f, "rb").read() for f in files}
+    files = sample_files(p, data_folder(p, a), a.limit)
+    blobs = {}
+    for f in files:
+        with open(f, "rb") as fh:
+            blobs[f] = fh.read()
+    return a, files, blobs
 
 
 def interleaved(methods, items, repeat=3):

@@ -1,6 +1,6 @@
-"""Cube benchmark (issue 3): the input pipelines side by side, on the same files.
+"""Cube benchmark: the input pipelines side by side, on the same files.
 
-    python bench/bench_cube.py [FOLDER] [--limit N] [--repeat R] [--no-threads]
+    python bench/bench_cube.py FOLDER [--limit N] [--repeat R] [--no-threads]
 
 First one 24S eval pass over the files in a shuffled order, as a data loader
 makes it (operators are built when an image size is first seen).  Then one
@@ -63,7 +63,9 @@ def dctnet_flow(data, loads):
 
 
 def main():
-    a, files, blobs = file_bench_args((("--no-threads",), {"action": "store_true"}))
+    a, files, blobs = file_bench_args((("--no-threads",), {"action": "store_true",
+                                                           "help": "skip the two-thread run"}),
+                                     description=__doc__)
     hdrs = {f: jpegfreq.read_header(blobs[f]) for f in files}
     rng = np.random.default_rng(0)
     # as in training, every call gets a new random crop (so its operator is built, not cached)

@@ -1,6 +1,6 @@
 """Early-stop benchmark: the 24S eval cube with and without stopping each scan below the crop.
 
-    python bench/bench_early_stop.py [FOLDER] [--limit N] [--repeat R]
+    python bench/bench_early_stop.py FOLDER [--limit N] [--repeat R]
 
 The files as they are, then the same files re-encoded progressive by libjpeg-turbo's
 jpegtran (lossless: same coefficients, several scans), so both ways of stopping are
@@ -39,7 +39,7 @@ def run(title, blobs, repeat):
 
 
 def main():
-    a, files, blobs = file_bench_args()
+    a, files, blobs = file_bench_args(description=__doc__)
     one_core()
     run(f"{len(files)} files as they are", blobs, a.repeat)
     if shutil.which("jpegtran") is None:

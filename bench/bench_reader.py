@@ -1,6 +1,6 @@
-"""Reader benchmark (issue 2): our coefficient read against libjpeg-turbo's floor and jpeg2dct.
+"""Reader benchmark: our coefficient read against libjpeg-turbo's floor and jpeg2dct.
 
-    python bench/bench_reader.py [FOLDER] [--limit N] [--repeat R]
+    python bench/bench_reader.py FOLDER [--limit N] [--repeat R]
 
 Same files, one process, one core, interleaved.  The floor is libjpeg-turbo's
 jpeg_read_coefficients alone (entropy decoding, nothing copied out), called
@@ -17,7 +17,7 @@ from jpegfreq import _jpegfreq  # noqa: E402
 
 
 def main():
-    a, files, blobs = file_bench_args()
+    a, files, blobs = file_bench_args(description=__doc__)
     one_core()
     methods = [
         ("floor: jpeg_read_coefficients", lambda f: _jpegfreq.entropy_decode(blobs[f])),

@@ -1,8 +1,8 @@
 """Decoder.decode_batch: how decoding scales with threads, compressed vs spatial path.
 
-    python bench/bench_threads.py                      # ../shared/data/imagenet-sample
     python bench/bench_threads.py FOLDER [--channels 24S] [--size 448] [--batch 32]
                                   [--repeats 7] [--threads 1,2] [--sources jpeg-coeffs,spatial]
+                                  [--limit N]
 
 Every file is read into memory first (no disk in the timing).  One pass decodes
 all files with decode_batch in batches of --batch; the configurations
@@ -21,20 +21,13 @@ import sys
 import time
 import warnings
 
-try:
-    import jpegfreq
-except ImportError:  # a source checkout without `pip install -e .`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import jpegfreq
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import add_folder_argument, data_folder  # noqa: E402  (puts the checkout on sys.path)
 
-from jpegfreq import _jpegfreq
-from jpegfreq.serving import Decoder
-from jpegfreq.stats import list_images
-
-DEFAULT_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                                            "..", "shared", "data", "imagenet-sample"))
-if not os.path.isdir(DEFAULT_DIR):
-    DEFAULT_DIR = "/work/shared/data/imagenet-sample"
+import jpegfreq  # noqa: E402
+from jpegfreq import _jpegfreq  # noqa: E402
+from jpegfreq.serving import Decoder  # noqa: E402
+from jpegfreq.stats import list_images  # noqa: E402
 
 
 def load(folder, limit):
@@ -71,8 +64,7 @@ def floor_pass(blobs):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("folder", nargs="?", default=DEFAULT_DIR,
-                   help="folder of images (default: ../shared/data/imagenet-sample)")
+    add_folder_argument(p)
     p.add_argument("--channels", default="24S", help="channel set (default: 24S)")
     p.add_argument("--size", type=int, default=448, help="crop size in pixels (default: 448)")
     p.add_argument("--batch", type=int, default=32, help="images per decode_batch (default: 32)")
@@ -82,14 +74,10 @@ def main(argv=None):
                    help="pipelines to compare (default: jpeg-coeffs,spatial)")
     p.add_argument("--limit", type=int, default=0, help="use at most N files (default: all)")
     a = p.parse_args(argv)
-
-    if not os.path.isdir(a.folder):
-        print(f"bench_threads: no folder {a.folder}; skipped (give a folder of JPEGs)")
-        return 0
-    files, blobs = load(a.folder, a.limit)
+    folder = data_folder(p, a)
+    files, blobs = load(folder, a.limit)
     if not blobs:
-        print(f"bench_threads: no images under {a.folder}; skipped")
-        return 0
+        p.error(f"no images under {folder!r}")
     threads = [int(t) for t in a.threads.split(",")]
     sources = a.sources.split(",")
     configs = [(s, t) for s in sources for t in threads]
@@ -98,7 +86,7 @@ def main(argv=None):
     runs.append(((("entropy decode only", 1)), lambda: floor_pass(blobs)))
 
     mb = sum(map(len, blobs)) / 1e6
-    print(f"{len(blobs)} files ({mb:.1f} MB) from {a.folder}")
+    print(f"{len(blobs)} files ({mb:.1f} MB) from {folder}")
     print(f"channels {a.channels}, size {a.size}, batch {a.batch}, {a.repeats} interleaved "
           f"passes, median; {os.cpu_count()} CPUs, libjpeg {jpegfreq.libjpeg_version}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

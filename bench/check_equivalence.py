@@ -1,16 +1,17 @@
 """Equivalence and exactness checks on real JPEGs (issue 2 and 3 "Done when").
 
-    .venv/bin/python bench/check_equivalence.py [DIR] [--train-draws 2] [--exact-files 40]
+    python bench/check_equivalence.py FOLDER [--train-draws 2] [--exact-files 40] [--limit N]
 
-DIR defaults to ../shared/data/imagenet-sample; when it is absent the script says
-so and exits 0 (the unit tests never need it).  Checks, each printed with its figure:
+FOLDER (or --data FOLDER) holds the JPEGs to check; without one the script stops with a
+usage message (the unit tests make their own JPEGs and never need it).  Checks, each
+printed with its figure (definitions in docs/design.md, "How equivalence is measured"):
 
 1. reader: dequantized coefficients equal jpeg2dct's exactly (4:2:0 and grayscale files;
    jpeg2dct transcodes other samplings);
 2. reader: float IDCT + fancy upsampling + JFIF colour reconstructs Pillow's RGB decode,
    mean absolute difference per channel (4:4:4, 4:2:2 and 4:2:0 files);
 3. operator: jpeg-coeffs cube vs a float reference (float IDCT, upsampling, resize, DCT;
-   no rounding), relative RMS per cube: DESIGN asks < 1e-5;
+   no rounding), relative RMS per cube, bound 1e-5;
 4. equivalence: jpeg-coeffs vs spatial (libjpeg's 8-bit decode, same geometry), relative RMS
    pooled over all files per component (kept 24S channels), eval and train geometries,
    overall and per subsampling, plus the per-image median.
@@ -27,21 +28,18 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from _common import add_folder_argument, data_folder, list_jpegs  # noqa: E402
 
 import jpegfreq  # noqa: E402
 from jpegfreq import ChannelSet, SpatialFallbackWarning, eval_geometry, sample_train  # noqa: E402
 from reference import float_reference, reconstruct_rgb  # noqa: E402  (tests/reference.py)
 
-DEFAULT_DIR = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "imagenet-sample"))
 BOUNDS = {"reconstruction_mad": 1.0, "operator_rel": 1e-5, "Y": 0.01, "Cb": 0.02, "Cr": 0.02}
 COMPONENTS = ("Y", "Cb", "Cr")
-
-
-def list_jpegs(root):
-    exts = (".jpg", ".jpeg", ".jpe", ".jfif")
-    return sorted(os.path.join(root, n) for n in os.listdir(root) if n.lower().endswith(exts))
 
 
 class Pooled:
@@ -185,20 +183,21 @@ def check_equivalence(files, draws, rng):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("dir", nargs="?", default=DEFAULT_DIR, help=f"JPEG folder (default {DEFAULT_DIR})")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_folder_argument(ap)
+    ap.add_argument("--limit", type=int, default=0, help="check at most N files (default: all)")
     ap.add_argument("--train-draws", type=int, default=2, help="train geometries per file (default 2)")
     ap.add_argument("--exact-files", type=int, default=40,
                     help="files for the float-reference exactness check (default 40)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the train geometries (default 0)")
     args = ap.parse_args(argv)
-    if not os.path.isdir(args.dir):
-        print(f"check_equivalence: {args.dir} not found; nothing to check (skipped)")
-        return 0
-    paths = list_jpegs(args.dir)
+    folder = data_folder(ap, args)
+    paths = list_jpegs(folder)
     if not paths:
-        print(f"check_equivalence: no JPEGs in {args.dir}; nothing to check (skipped)")
-        return 0
+        ap.error(f"no JPEG files in {folder!r}")
+    if args.limit:
+        paths = paths[:args.limit]
     files, unreadable = [], 0
     for p in paths:
         with open(p, "rb") as f:
@@ -211,7 +210,7 @@ def main(argv=None):
     kinds = {}
     for _, _, h in files:
         kinds[h.subsampling] = kinds.get(h.subsampling, 0) + 1
-    print(f"{len(files)} JPEGs in {args.dir} ({', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))})"
+    print(f"{len(files)} JPEGs in {folder} ({', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))})"
           f"; libjpeg-turbo {jpegfreq.libjpeg_version}")
     t0 = time.time()
     with warnings.catch_warnings():
