@@ -3,8 +3,9 @@
  *
  * Parses arguments, holds the input buffer, releases the GIL around all
  * libjpeg work, allocates numpy outputs and turns jf_status into exceptions.
- * All JPEG logic lives in jf_read.c and jf_resample.c.  The Python layer
- * (jpegfreq/reader.py) adds the source's name to error messages.
+ * All JPEG logic lives in jf_read.c, jf_resample.c and jf_cube.c (the cube's
+ * planning and routing).  The Python layer (jpegfreq/reader.py) adds the
+ * source's name to error messages.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -17,21 +18,6 @@
 #include "jf_core.h"
 
 #include <math.h>
-
-#define JF_MAX_OUT (1 << 16)      /* output pixels per axis */
-#define JF_MAX_COORD 1e7          /* |box coordinate| in source pixels */
-
-static int box_ok(const double *b)
-{
-    int i;
-    for (i = 0; i < 4; i++)
-        if (!isfinite(b[i]) || fabs(b[i]) > JF_MAX_COORD)
-            return 0;
-    return b[2] > b[0] && b[3] > b[1];
-}
-
-#define STR_(x) #x
-#define STR(x) STR_(x)
 
 static PyObject *JfError;       /* _jpegfreq.Error(ValueError): args (kind, message) */
 
@@ -159,21 +145,10 @@ static PyObject *warnings_list(const jf_status *st)
     return l;
 }
 
-static int strict_check(const jf_status *st, jf_status *out)
-{
-    if (st->nwarnings == 0)
-        return 0;
-    char first[JF_MSG_LEN];
-    memcpy(first, st->warnings[0], JF_MSG_LEN);
-    first[100] = '\0';
-    out->kind = JF_ERR_JPEG;
-    snprintf(out->msg, JF_MSG_LEN, "strict mode: %s", first);
-    return -1;
-}
-
 static PyObject *header_dict(const jf_header *h)
 {
-    PyObject *comps = PyList_New(h->num_components), *d;
+    PyObject *comps = PyList_New(h->num_components), *d, *reason;
+    char why[JF_MSG_LEN];
     int c;
     if (!comps)
         return NULL;
@@ -190,8 +165,19 @@ static PyObject *header_dict(const jf_header *h)
         }
         PyList_SET_ITEM(comps, c, cd);
     }
+    /* None: the compressed path takes the file; else why it needs the spatial path */
+    if (jf_route(h, why, sizeof(why)) != 0) {
+        reason = PyUnicode_FromString(why);
+        if (!reason) {
+            Py_DECREF(comps);
+            return NULL;
+        }
+    } else {
+        reason = Py_None;
+        Py_INCREF(reason);
+    }
     d = Py_BuildValue(
-        "{s:i,s:i,s:i,s:i,s:s,s:O,s:i,s:O,s:O,s:O,s:i,s:i,s:i,s:i,s:N}",
+        "{s:i,s:i,s:i,s:i,s:s,s:O,s:i,s:O,s:O,s:O,s:i,s:i,s:i,s:i,s:N,s:N}",
         "width", h->width, "height", h->height, "num_components", h->num_components,
         "precision", h->precision, "color_space", jf_color_space_names[h->color_space],
         "adobe", h->saw_adobe ? Py_True : Py_False, "adobe_transform", h->adobe_transform,
@@ -199,7 +185,8 @@ static PyObject *header_dict(const jf_header *h)
         "progressive", h->progressive ? Py_True : Py_False,
         "arithmetic", h->arithmetic ? Py_True : Py_False,
         "restart_interval", h->restart_interval, "orientation", h->orientation,
-        "max_h_samp", h->max_h, "max_v_samp", h->max_v, "components", comps);
+        "max_h_samp", h->max_h, "max_v_samp", h->max_v, "components", comps,
+        "spatial_reason", reason);
     return d;
 }
 
@@ -306,7 +293,7 @@ static PyObject *py_read_coefficients(PyObject *self, PyObject *args, PyObject *
     }
     jf_close(d);
     if (rc == 0 && strict)
-        rc = strict_check(&st, &st);
+        rc = jf_strict_check(&st);
     Py_END_ALLOW_THREADS
     input_release(&in);
     if (rc != 0) {
@@ -381,7 +368,7 @@ static PyObject *py_decode_planes(PyObject *self, PyObject *args, PyObject *kw)
     rc = jf_decode_planes(d, ptrs, &st);
     jf_close(d);
     if (rc == 0 && strict)
-        rc = strict_check(&st, &st);
+        rc = jf_strict_check(&st);
     Py_END_ALLOW_THREADS
     input_release(&in);
     if (rc != 0) {
@@ -474,153 +461,8 @@ static int parse_f32(PyObject *o, Py_buffer *v, Py_ssize_t n, const char *what)
     return 0;
 }
 
-/* Map a box in oriented (displayed) coordinates to the stored image, per EXIF
- * orientation: the displayed image is flips(transpose?(stored)). */
-typedef struct {
-    int transpose, flip_h, flip_v;
-} jf_orient;
-
-static jf_orient orientation_ops(int o)
-{
-    jf_orient r;
-    r.transpose = (o >= 5 && o <= 8);
-    r.flip_h = (o == 2 || o == 3 || o == 6 || o == 7);
-    r.flip_v = (o == 3 || o == 4 || o == 7 || o == 8);
-    return r;
-}
-
-/* The operator's inputs for one component of the cube. */
-typedef struct {
-    jf_axis ah, aw;         /* stored rows / stored columns axes */
-    jf_comp_request req;    /* req.n == 0: nothing to compute for it */
-    int transpose;
-} cube_part;
-
-/* Plan the cube of an open decoder (header read, coefficients not needed):
- * the axes and requests per component.  Grayscale chroma channels are filled
- * here (neutral chroma, exactly 0 before normalization).  box is in displayed
- * coordinates (after orientation) or NULL for the eval box. */
-static int cube_plan(const jf_header *h, const int *comp_of, const int *ks, const float *scale,
-                     const float *offset, int nch, float *out, int out_h, int out_w,
-                     const double *box_in, int resize, int flip, int orientation,
-                     cube_part part[3], jf_status *st)
-{
-    jf_orient o = orientation_ops(orientation);
-    int disp_w = o.transpose ? h->height : h->width;
-    int disp_h = o.transpose ? h->width : h->height;
-    double box[4], bx0, bx1, by0, by1;
-    int fh, fv, c, i;
-
-    if (box_in == NULL)
-        jf_eval_box(disp_w, disp_h, resize, out_h, out_w, box);
-    else
-        memcpy(box, box_in, sizeof(box));
-    /* undo the displayed flips: mirror the box, flip the output instead */
-    bx0 = box[0]; bx1 = box[2]; by0 = box[1]; by1 = box[3];
-    fh = flip;
-    fv = 0;
-    if (o.flip_h) {
-        bx0 = disp_w - box[2];
-        bx1 = disp_w - box[0];
-        fh = !fh;
-    }
-    if (o.flip_v) {
-        by0 = disp_h - box[3];
-        by1 = disp_h - box[1];
-        fv = 1;
-    }
-    for (c = 0; c < 3; c++) {
-        jf_comp_request *req = &part[c].req;
-        jf_axis *ah = &part[c].ah, *aw = &part[c].aw;
-        req->n = 0;
-        part[c].transpose = o.transpose;
-        for (i = 0; i < nch; i++) {
-            if (comp_of[i] != c)
-                continue;
-            if (c >= h->num_components) {
-                float v = offset ? offset[i] : 0.0f;
-                size_t e, n = (size_t)(out_h / 8) * (out_w / 8);
-                float *p = out + (size_t)i * n;
-                for (e = 0; e < n; e++)
-                    p[e] = v;
-                continue;
-            }
-            req->k[req->n] = o.transpose ? ((ks[i] & 7) << 3 | ks[i] >> 3) : ks[i];
-            req->channel[req->n] = i;
-            req->scale[req->n] = scale ? scale[i] : 1.0f;
-            req->offset[req->n] = offset ? offset[i] : 0.0f;
-            req->n++;
-        }
-        if (req->n == 0)
-            continue;
-        {
-            const jf_comp_info *ci = &h->comp[c];
-            int fx = h->max_h / ci->h_samp, fy = h->max_v / ci->v_samp;
-            if (h->max_h % ci->h_samp != 0 || h->max_v % ci->v_samp != 0) {
-                snprintf(st->msg, JF_MSG_LEN,
-                         "non-integral chroma sampling ratio (%dx%d in %dx%d) is not supported",
-                         ci->h_samp, ci->v_samp, h->max_h, h->max_v);
-                st->kind = JF_ERR_UNSUPPORTED;
-                return -1;
-            }
-            /* stored rows axis: displayed rows, or displayed columns when transposed */
-            ah->image_size = h->height;
-            ah->comp_size = ci->height;
-            ah->factor = fy;
-            aw->image_size = h->width;
-            aw->comp_size = ci->width;
-            aw->factor = fx;
-            if (!o.transpose) {
-                ah->box0 = by0; ah->box1 = by1; ah->out_size = out_h; ah->flip = fv;
-                aw->box0 = bx0; aw->box1 = bx1; aw->out_size = out_w; aw->flip = fh;
-            } else {
-                ah->box0 = bx0; ah->box1 = bx1; ah->out_size = out_w; ah->flip = fh;
-                aw->box0 = by0; aw->box1 = by1; aw->out_size = out_h; aw->flip = fv;
-            }
-        }
-    }
-    return 0;
-}
-
-/* The iMCU row after which each scan holds every row the planned
- * cube reads (component block rows are v_samp per iMCU row); 0 if unknown. */
-static int cube_stop_row(jf_decoder *d, const cube_part part[3], jf_status *st)
-{
-    int c, stop = 0;
-    for (c = 0; c < 3 && c < d->hdr.num_components; c++) {
-        int rows, v = d->hdr.comp[c].v_samp, r;
-        if (part[c].req.n == 0)
-            continue;
-        rows = jf_rows_needed(d, c, &part[c].ah, &part[c].req, st);
-        if (rows < 0)
-            return -1;
-        r = (rows + v - 1) / v;
-        if (r > stop)
-            stop = r;
-    }
-    return stop;
-}
-
-/* Run the planned operator on a decoder whose coefficients are read. */
-static int cube_run(jf_decoder *d, const cube_part part[3], float *out, int out_h, int out_w,
-                    jf_status *st)
-{
-    int c;
-    for (c = 0; c < 3 && c < d->hdr.num_components; c++) {
-        const cube_part *p = &part[c];
-        if (p->req.n == 0)
-            continue;
-        if (!p->transpose) {
-            if (jf_component_cube(d, c, &p->ah, &p->aw, &p->req, out, out_h / 8, out_w / 8, 0,
-                                  st) != 0)
-                return -1;
-        } else if (jf_component_cube(d, c, &p->ah, &p->aw, &p->req, out, out_w / 8, out_h / 8,
-                                     1, st) != 0)
-            return -1;
-    }
-    return 0;
-}
-
+/* cube(): parse the arguments into a jf_cube_request, allocate (or take) the
+ * output, run jf_cube without the GIL, raise.  All planning is in jf_cube.c. */
 static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"src", "comp", "k", "out_h", "out_w", "scale", "offset", "box",
@@ -630,82 +472,59 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
     PyObject *out = NULL, *out_o = Py_None, *warn;
     Py_buffer comp_v, k_v, scale_v, offset_v, out_v;
     float *outbuf = NULL;
-    int have_scale = 0, have_offset = 0, have_out = 0, out_h, out_w, resize = 0, flip = 0;
-    int orient = 0;
-    int strict = 0, band_cutoff = 0, early_stop = 1, rc, i, nch;
-    long long max_pixels = 0;
-    double box[4];
-    int have_box = 0;
+    int have_comp = 0, have_scale = 0, have_offset = 0, have_out = 0, rc;
+    jf_cube_request req;
     jf_input in;
     jf_status st;
-    jf_decoder *d;
     Py_ssize_t n;
 
     (void)self;
+    memset(&req, 0, sizeof(req));
+    req.early_stop = 1;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOii|OOOipiLpppO", kwlist, &src, &comp_o, &k_o,
-                                     &out_h, &out_w, &scale_o, &offset_o, &box_o, &resize, &flip,
-                                     &orient, &max_pixels, &strict, &band_cutoff, &early_stop,
-                                     &out_o))
+                                     &req.out_h, &req.out_w, &scale_o, &offset_o, &box_o,
+                                     &req.resize, &req.flip, &req.orientation, &req.max_pixels,
+                                     &req.strict, &req.band_cutoff, &req.early_stop, &out_o))
         return NULL;
-    if (out_h <= 0 || out_w <= 0 || out_h % 8 || out_w % 8 || out_h > JF_MAX_OUT ||
-        out_w > JF_MAX_OUT) {
-        PyErr_Format(PyExc_ValueError,
-                     "output size %dx%d must be positive multiples of 8, at most %d", out_h,
-                     out_w, JF_MAX_OUT);
-        return NULL;
-    }
     if (box_o != Py_None) {
-        if (!PyArg_ParseTuple(box_o, "dddd", &box[0], &box[1], &box[2], &box[3]))
+        if (!PyArg_ParseTuple(box_o, "dddd", &req.box[0], &req.box[1], &req.box[2],
+                              &req.box[3]))
             return NULL;
-        if (!box_ok(box)) {
-            PyErr_SetString(PyExc_ValueError,
-                            "box must be finite (x0, y0, x1, y1) with x1 > x0, y1 > y0");
-            return NULL;
-        }
-        have_box = 1;
-    } else if (resize <= 0 || resize > JF_MAX_OUT * 4) {
-        PyErr_Format(PyExc_ValueError, "give a box or a resize in 1..%d (eval geometry)",
-                     JF_MAX_OUT * 4);
-        return NULL;
-    }
-    if (orient < -1 || orient > 8) {
-        PyErr_SetString(PyExc_ValueError, "orientation must be 0 (as stored), -1 or 1..8");
-        return NULL;
+        req.has_box = 1;
     }
     if (PyObject_GetBuffer(comp_o, &comp_v, PyBUF_SIMPLE) != 0)
         return NULL;
     n = comp_v.len / 4;
     PyBuffer_Release(&comp_v);
-    if (n < 1 || n > 192) {
-        PyErr_SetString(PyExc_ValueError, "1 to 192 channels expected");
-        return NULL;
-    }
-    if (parse_i32(comp_o, &comp_v, n, "comp") != 0)
-        return NULL;
-    if (parse_i32(k_o, &k_v, n, "k") != 0) {
-        PyBuffer_Release(&comp_v);
-        return NULL;
-    }
-    nch = (int)n;
-    for (i = 0; i < nch; i++) {
-        int c = ((int *)comp_v.buf)[i], k = ((int *)k_v.buf)[i];
-        if (c < 0 || c > 2 || k < 0 || k > 63) {
+    req.nch = n > JF_MAX_CHANNELS ? JF_MAX_CHANNELS + 1 : (int)n;
+    if (req.nch >= 1 && req.nch <= JF_MAX_CHANNELS) {
+        if (parse_i32(comp_o, &comp_v, n, "comp") != 0)
+            return NULL;
+        if (parse_i32(k_o, &k_v, n, "k") != 0) {
             PyBuffer_Release(&comp_v);
-            PyBuffer_Release(&k_v);
-            PyErr_Format(PyExc_ValueError, "channel %d: component %d / frequency %d out of range",
-                         i, c, k);
             return NULL;
         }
+        have_comp = 1;
+        req.comp = (const int *)comp_v.buf;
+        req.k = (const int *)k_v.buf;
+    }
+    /* the request's values are checked in C, the same check jf_cube makes */
+    jf_status_init(&st);
+    if (jf_cube_check(&req, &st) != 0) {
+        PyErr_SetString(PyExc_ValueError, st.msg);
+        goto argfail;
     }
     if (scale_o != Py_None) {
         if (parse_f32(scale_o, &scale_v, n, "scale") != 0)
             goto argfail;
         have_scale = 1;
+        req.scale = (const float *)scale_v.buf;
     }
     if (offset_o != Py_None) {
         if (parse_f32(offset_o, &offset_v, n, "offset") != 0)
             goto argfail;
         have_offset = 1;
+        req.offset = (const float *)offset_v.buf;
     }
     if (out_o != Py_None) {
         /* the caller's buffer (e.g. a row of a batch tensor): written in place */
@@ -713,10 +532,11 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
             != 0)
             goto argfail;
         have_out = 1;
-        if (!is_f32(&out_v) || out_v.len != (Py_ssize_t)nch * (out_h / 8) * (out_w / 8) * 4) {
+        if (!is_f32(&out_v) ||
+            out_v.len != (Py_ssize_t)req.nch * (req.out_h / 8) * (req.out_w / 8) * 4) {
             PyErr_Format(PyExc_ValueError,
                          "out must be a writable C-contiguous float32 buffer of %d x %d x %d",
-                         nch, out_h / 8, out_w / 8);
+                         req.nch, req.out_h / 8, req.out_w / 8);
             goto argfail;
         }
         outbuf = (float *)out_v.buf;
@@ -727,85 +547,20 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
         out = out_o;
         Py_INCREF(out);
     } else {
-        npy_intp dims[3] = {nch, out_h / 8, out_w / 8};
+        npy_intp dims[3] = {req.nch, req.out_h / 8, req.out_w / 8};
         out = PyArray_SimpleNew(3, dims, NPY_FLOAT32);
-        if (out)
-            outbuf = (float *)PyArray_DATA((PyArrayObject *)out);
+        if (!out) {
+            input_release(&in);
+            goto argfail;
+        }
+        outbuf = (float *)PyArray_DATA((PyArrayObject *)out);
     }
-    d = (jf_decoder *)malloc(sizeof(jf_decoder));
-    if (!out || !d) {
-        free(d);
-        input_release(&in);
-        Py_XDECREF(out);
-        out = NULL;
-        if (!PyErr_Occurred())
-            PyErr_NoMemory();
-        goto argfail;
-    }
-    jf_status_init(&st);
     Py_BEGIN_ALLOW_THREADS
     rc = input_load(&in, &st);
     if (rc == 0)
-        rc = jf_open(d, in.data, in.len, max_pixels, &st);
-    if (rc == 0) {
-        int cs = d->hdr.color_space;
-        if (cs != JF_CS_YCBCR && cs != JF_CS_GRAY) {
-            snprintf(st.msg, JF_MSG_LEN, "%s JPEG: colour cannot be mapped linearly to YCbCr",
-                     jf_color_space_names[cs]);
-            st.kind = 7; /* needs the spatial path */
-            rc = -1;
-        } else if (band_cutoff && d->hdr.progressive) {
-            uint8_t need[JF_MAX_COMPONENTS][64];
-            int umax[3] = {-1, -1, -1}, vmax[3] = {-1, -1, -1}, c, k;
-            memset(need, 0, sizeof(need));
-            for (i = 0; i < nch; i++) {
-                c = ((int *)comp_v.buf)[i];
-                k = ((int *)k_v.buf)[i];
-                if ((k >> 3) > umax[c]) umax[c] = k >> 3;
-                if ((k & 7) > vmax[c]) vmax[c] = k & 7;
-            }
-            /* orientation may swap u and v: take the larger of the two per component */
-            for (c = 0; c < 3 && c < d->hdr.num_components; c++) {
-                int m = umax[c] > vmax[c] ? umax[c] : vmax[c];
-                for (k = 0; k < 64; k++)
-                    need[c][k] = (m >= 0 && (k >> 3) <= m && (k & 7) <= m);
-            }
-            jf_limit_input(d, jf_progressive_cutoff(in.data, in.len, &d->hdr, need));
-        }
-        if (rc != 0)
-            jf_close(d);
-    }
-    if (rc == 0) {
-        int o = orient, stop;
-        cube_part part[3];
-        float *outp = outbuf;
-        if (o == 0)
-            o = 1;
-        else if (o < 0 || o > 8)
-            o = d->hdr.orientation;
-        rc = cube_plan(&d->hdr, (const int *)comp_v.buf, (const int *)k_v.buf,
-                       have_scale ? (const float *)scale_v.buf : NULL,
-                       have_offset ? (const float *)offset_v.buf : NULL, nch, outp, out_h, out_w,
-                       have_box ? box : NULL, resize, flip, o, part, &st);
-        /* entropy-decode only down to the last block row the operator reads */
-        if (rc == 0 && early_stop) {
-            stop = cube_stop_row(d, part, &st);
-            if (stop < 0)
-                rc = -1;
-            else
-                d->stop_imcu = stop;
-        }
-        if (rc == 0)
-            rc = jf_read_all(d, &st);
-        if (rc == 0 && strict)
-            rc = strict_check(&st, &st);
-        if (rc == 0)
-            rc = cube_run(d, part, outp, out_h, out_w, &st);
-        jf_close(d);
-    }
+        rc = jf_cube(in.data, in.len, &req, outbuf, &st);
     Py_END_ALLOW_THREADS
     input_release(&in);
-    free(d);
     PyBuffer_Release(&comp_v);
     PyBuffer_Release(&k_v);
     if (have_scale)
@@ -825,8 +580,10 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
     }
     return Py_BuildValue("(NN)", out, warn);
 argfail:
-    PyBuffer_Release(&comp_v);
-    PyBuffer_Release(&k_v);
+    if (have_comp) {
+        PyBuffer_Release(&comp_v);
+        PyBuffer_Release(&k_v);
+    }
     if (have_scale)
         PyBuffer_Release(&scale_v);
     if (have_offset)
@@ -901,7 +658,7 @@ static PyObject *py_resample_plane(PyObject *self, PyObject *args, PyObject *kw)
     if (ah.image_size < 1 || aw.image_size < 1 || ah.factor < 1 || aw.factor < 1 ||
         ah.factor > 16 || aw.factor > 16 || ah.comp_size < 1 || aw.comp_size < 1 ||
         ah.out_size < 1 || aw.out_size < 1 || ah.out_size > JF_MAX_OUT ||
-        aw.out_size > JF_MAX_OUT || !box_ok(box)) {
+        aw.out_size > JF_MAX_OUT || !jf_box_ok(box)) {
         Py_DECREF(plane);
         PyErr_SetString(PyExc_ValueError, "bad plane geometry");
         return NULL;
@@ -1047,10 +804,10 @@ PyMODINIT_FUNC PyInit__jpegfreq(void)
         return NULL;
     Py_INCREF(JfError);
 #ifdef LIBJPEG_TURBO_VERSION
-    PyModule_AddStringConstant(m, "libjpeg_version", STR(LIBJPEG_TURBO_VERSION));
+    PyModule_AddStringConstant(m, "libjpeg_version", JF_STR(LIBJPEG_TURBO_VERSION));
     PyModule_AddIntConstant(m, "libjpeg_turbo", 1);
 #else
-    PyModule_AddStringConstant(m, "libjpeg_version", STR(JPEG_LIB_VERSION));
+    PyModule_AddStringConstant(m, "libjpeg_version", JF_STR(JPEG_LIB_VERSION));
     PyModule_AddIntConstant(m, "libjpeg_turbo", 0);
 #endif
     PyModule_AddIntConstant(m, "jpeg_lib_version", JPEG_LIB_VERSION);
@@ -1063,6 +820,6 @@ PyMODINIT_FUNC PyInit__jpegfreq(void)
     PyModule_AddIntConstant(m, "ERR_LIMIT", JF_ERR_LIMIT);
     PyModule_AddIntConstant(m, "ERR_UNSUPPORTED", JF_ERR_UNSUPPORTED);
     PyModule_AddIntConstant(m, "ERR_IO", JF_ERR_IO);
-    PyModule_AddIntConstant(m, "ERR_NEEDS_SPATIAL", 7);
+    PyModule_AddIntConstant(m, "ERR_NEEDS_SPATIAL", JF_ERR_NEEDS_SPATIAL);
     return m;
 }

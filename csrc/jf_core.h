@@ -1,13 +1,16 @@
 /*
  * jf_core.h - the plain-C core of jpegfreq (no Python in it).
  *
- * Two parts share this header:
+ * Three parts share this header:
  *   jf_read.c      reads a JPEG's quantized DCT coefficients with libjpeg-turbo
  *                  (entropy decoding only), with errors and warnings captured
  *                  into a jf_status instead of stderr or exit().
  *   jf_resample.c  the coefficient-domain operator (docs/design.md): 1-D resampling
  *                  weights, chroma upsampling, the banded per-image matrices A
  *                  and B, and out = A Q B^T for the kept frequencies only.
+ *   jf_cube.c      the whole cube from bytes and a request (jf_cube): routing,
+ *                  planning from the header, early stop, the operator.  The
+ *                  binding and the fuzzer both call it.
  *
  * Every function fills caller-owned buffers and returns 0 on success or -1
  * with a message in jf_status.msg.
@@ -30,9 +33,17 @@
 enum { JF_CS_UNKNOWN = 0, JF_CS_GRAY, JF_CS_YCBCR, JF_CS_RGB, JF_CS_CMYK, JF_CS_YCCK };
 extern const char *const jf_color_space_names[];
 
-/* Error categories: lets the binding pick an exception without parsing text. */
+/* Error categories: lets the binding pick an exception without parsing text.
+ * JF_ERR_NEEDS_SPATIAL is not a failure of the file: the compressed path cannot
+ * take it (jf_route says why in msg) and the caller decodes pixels instead. */
 enum { JF_OK = 0, JF_ERR_JPEG = 1, JF_ERR_LIMIT = 2, JF_ERR_UNSUPPORTED = 3,
-       JF_ERR_MEMORY = 4, JF_ERR_IO = 5, JF_ERR_ARG = 6 };
+       JF_ERR_MEMORY = 4, JF_ERR_IO = 5, JF_ERR_ARG = 6, JF_ERR_NEEDS_SPATIAL = 7 };
+
+#define JF_MAX_OUT (1 << 16)      /* output pixels per axis */
+#define JF_MAX_COORD 1e7          /* |box coordinate| in source pixels */
+#define JF_MAX_CHANNELS 192       /* channels of one cube (3 components x 64) */
+#define JF_STR_(x) #x
+#define JF_STR(x) JF_STR_(x)
 
 typedef struct {
     int kind;                               /* JF_ERR_* of the failure, JF_OK if none */
@@ -127,6 +138,10 @@ void jf_close(jf_decoder *d);
 int jf_plane_rows(const jf_decoder *d, int c);
 int jf_plane_stride(const jf_decoder *d, int c);
 int jf_decode_planes(jf_decoder *d, uint8_t **planes, jf_status *st);
+
+/* strict mode: 0 when st holds no warning, else -1 with st turned into a
+ * JF_ERR_JPEG failure "strict mode: <first warning>". */
+int jf_strict_check(jf_status *st);
 
 /* Read a whole file into a malloc'd buffer (caller frees). */
 int jf_read_file(const char *path, uint8_t **buf, size_t *len, jf_status *st);
@@ -242,5 +257,48 @@ void jf_eval_box(int width, int height, int resize, int crop_h, int crop_w, doub
 
 /* Limit the decoder's input to buf[0:cutoff] with a silent EOI after it. */
 void jf_limit_input(jf_decoder *d, size_t cutoff);
+
+/* ---- jf_cube.c ---------------------------------------------------------- */
+
+/* Which path a file takes, from its header alone: 0 when the coefficient-domain
+ * cube can be computed (YCbCr or grayscale with whole chroma upsampling
+ * factors); 1 when it needs the spatial path (decode pixels, resize, block DCT),
+ * with the reason in reason[0:n] (e.g. "CMYK JPEG: colour cannot be mapped
+ * linearly to YCbCr").  reason is "" when 0 is returned. */
+int jf_route(const jf_header *h, char *reason, size_t n);
+
+/* 1 when box (x0, y0, x1, y1) is finite, within JF_MAX_COORD and not empty. */
+int jf_box_ok(const double b[4]);
+
+/* One cube: which channels, what geometry, how to read. */
+typedef struct {
+    int nch;                /* output channels, 1..JF_MAX_CHANNELS */
+    const int *comp;        /* [nch] component 0..2 of each (1, 2 on gray: neutral chroma) */
+    const int *k;           /* [nch] natural frequency 8u + v (0..63) of each */
+    const float *scale;     /* [nch] or NULL: out = value * scale + offset */
+    const float *offset;    /* [nch] or NULL */
+    int out_h, out_w;       /* output pixels, positive multiples of 8 */
+    int has_box;            /* 1: box below; 0: eval geometry from resize */
+    double box[4];          /* x0, y0, x1, y1 in displayed (oriented) pixels */
+    int resize;             /* eval: short side to this, centre crop out_h x out_w */
+    int flip;               /* mirror the output horizontally (after orientation) */
+    int orientation;        /* 0 = as stored, -1 = from EXIF, 1..8 = this EXIF value */
+    long long max_pixels;   /* pixel limit checked on the header; <= 0: none */
+    int strict;             /* any libjpeg warning fails (JF_ERR_JPEG) */
+    int band_cutoff;        /* progressive: read only the scans of the kept band */
+    int early_stop;         /* entropy-decode only down to the last row read */
+} jf_cube_request;
+
+/* Check a request on its own (no file needed): 0, or -1 with JF_ERR_ARG. */
+int jf_cube_check(const jf_cube_request *r, jf_status *st);
+
+/* The cube of buf[0:len] for request r into the caller's float32 output of
+ * nch x out_h/8 x out_w/8.  Initializes st; on success returns 0 with
+ * libjpeg's warnings in st.  On failure -1 with st->kind: JF_ERR_ARG (bad
+ * request), JF_ERR_NEEDS_SPATIAL (jf_route's reason in st->msg; out
+ * untouched), or the reader's and operator's errors.  Thread-safe; call
+ * without any interpreter lock. */
+int jf_cube(const uint8_t *buf, size_t len, const jf_cube_request *r, float *out,
+            jf_status *st);
 
 #endif

@@ -26,6 +26,18 @@ void jf_status_init(jf_status *st)
     st->nstored = 0;
 }
 
+int jf_strict_check(jf_status *st)
+{
+    char first[JF_MSG_LEN];
+    if (st->nwarnings == 0)
+        return 0;
+    memcpy(first, st->warnings[0], JF_MSG_LEN);
+    first[100] = '\0';
+    st->kind = JF_ERR_JPEG;
+    snprintf(st->msg, JF_MSG_LEN, "strict mode: %s", first);
+    return -1;
+}
+
 static void set_error(jf_status *st, int kind, const char *msg)
 {
     st->kind = kind;

@@ -99,6 +99,10 @@ class Header:
     max_h_samp: int
     max_v_samp: int
     components: Tuple[Component, ...]
+    #: None when the compressed (coefficient-domain) path can take the file; else
+    #: why it needs the spatial path (decode, resize, DCT), e.g. "CMYK JPEG: colour
+    #: cannot be mapped linearly to YCbCr".  The C core's one routing decision.
+    spatial_reason: Optional[str] = None
 
     @property
     def subsampling(self) -> str:
