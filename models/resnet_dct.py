@@ -4,9 +4,16 @@ A frequency-domain cube already has the resolution the RGB network reaches after
 (a 448 crop gives 56x56, the size of a 224 image after conv1 + maxpool), so the DCT variants
 drop the stem (conv1, bn1, relu, maxpool) and feed the C selected channels straight into
 layer1. Only layer1's first block changes: its input convolution and its shortcut projection
-take C input channels instead of 64. Everything after that is the stock network, with the same
-module names as torchvision's so that an RGB ImageNet state dict loads by name
-(see models.convert.load_rgb_weights).
+take C input channels instead of 64. Everything after that is the stock network.
+
+Built on torchvision's classes: BasicBlock and Bottleneck are torchvision's own (re-exported),
+and ResNet subclasses torchvision.models.resnet.ResNet, so the module names, initialisation and
+parameter counts are torchvision's and an RGB ImageNet state dict loads by name (see
+models.convert.load_rgb_weights). Where torchvision does not serve: its ResNet always builds a
+3-channel 7x7 stem and a layer1 that takes 64 channels, so the subclass removes the stem (and
+rebuilds layer1 from torchvision's blocks for C inputs) when stem=False, and has its own forward
+(which checks the input's channel count and skips the absent stem). norm_layer passes through
+(FrozenBatchNorm2d for detection).
 
 Costs (multiply-adds of conv + linear layers per image, 1000 classes; bench/model_table.py):
 
@@ -24,6 +31,8 @@ import numbers
 
 import torch
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
+from torchvision.models.resnet import ResNet as _TorchvisionResNet
 
 __all__ = [
     "BasicBlock",
@@ -34,14 +43,6 @@ __all__ = [
     "resnet18_dct",
     "resnet50_dct",
 ]
-
-
-def _conv3x3(in_planes, out_planes, stride=1):
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
-
-
-def _conv1x1(in_planes, out_planes, stride=1):
-    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
 def _positive_int(value, what):
@@ -78,65 +79,6 @@ def _channel_count(channels):
     return count, names
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut; ResNet-18/34."""
-
-    expansion = 1
-
-    def __init__(self, inplanes, planes, stride=1, downsample=None):
-        super().__init__()
-        self.conv1 = _conv3x3(inplanes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = _conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = downsample
-
-    def forward(self, x):
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + shortcut)
-
-
-class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3, 1x1 expand (x4); ResNet-50/101/152.
-
-    The stride sits on the 3x3 convolution ("ResNet v1.5"), which is what torchvision's
-    ImageNet weights were trained with, so those weights load without a change of meaning.
-    """
-
-    expansion = 4
-
-    def __init__(self, inplanes, planes, stride=1, downsample=None):
-        super().__init__()
-        self.conv1 = _conv1x1(inplanes, planes)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = _conv3x3(planes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = _conv1x1(planes, planes * self.expansion)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x):
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + shortcut)
-
-
-# Stage widths and strides, shared by every depth; the number of blocks per stage comes from
-# `layers`. Only layer1 keeps the resolution: the stem (or the 8x8 DCT) already divided it by 4.
-_STAGES = (
-    # planes, stride
-    (64, 1),
-    (128, 2),
-    (256, 2),
-    (512, 2),
-)
-
 _DEPTHS = {
     # block, blocks in layer1..layer4
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
@@ -144,33 +86,55 @@ _DEPTHS = {
 }
 
 _STEM_WIDTH = 64
+_STAGES = 4
 
 
-class ResNet(nn.Module):
-    """ResNet with an optional stem; without it, the input goes straight into layer1.
+def _init_like_torchvision(module, zero_init_residual):
+    """The initialisation torchvision's ResNet gives its modules, for modules built after it."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+    if zero_init_residual:
+        for m in module.modules():
+            if isinstance(m, Bottleneck) and m.bn3.weight is not None:
+                nn.init.constant_(m.bn3.weight, 0)
+            elif isinstance(m, BasicBlock) and m.bn2.weight is not None:
+                nn.init.constant_(m.bn2.weight, 0)
 
-    block: BasicBlock or Bottleneck. layers: 4 ints, blocks per stage (layer1..layer4).
-    in_channels (default 3): channels of the input tensor. stem (default True): keep
-    conv1/bn1/relu/maxpool (RGB, input (N, in_channels, 224, 224)); False for a DCT cube
-    (N, in_channels, 56, 56), whose first block then takes in_channels inputs.
+
+class ResNet(_TorchvisionResNet):
+    """torchvision's ResNet with an optional stem; without it, the input goes straight into
+    layer1.
+
+    block: BasicBlock or Bottleneck (torchvision's). layers: 4 ints, blocks per stage
+    (layer1..layer4). in_channels (default 3): channels of the input tensor. stem (default
+    True): keep conv1/bn1/relu/maxpool (RGB, input (N, in_channels, 224, 224)); False for a
+    DCT cube (N, in_channels, 56, 56), whose first block then takes in_channels inputs (and
+    projects its shortcut whenever in_channels differs from the block's output width).
     num_classes (default 1000): width of fc. zero_init_residual (default False): start each
-    residual branch's last BN at 0 so every block begins as identity.
-    Module names match torchvision's (conv1, bn1, layer1..layer4, fc).
+    residual branch's last norm at 0 so every block begins as identity. norm_layer (default
+    BatchNorm2d): e.g. torchvision.ops.misc.FrozenBatchNorm2d for detection fine-tuning.
+    kw go to torchvision's ResNet (groups, width_per_group, replace_stride_with_dilation).
+    Module names and initialisation are torchvision's (conv1, bn1, layer1..layer4, fc).
     """
 
     def __init__(self, block, layers, in_channels=3, stem=True, num_classes=1000,
-                 zero_init_residual=False):
-        super().__init__()
-        if block not in (BasicBlock, Bottleneck):
+                 zero_init_residual=False, norm_layer=None, **kw):
+        if not (isinstance(block, type) and issubclass(block, (BasicBlock, Bottleneck))):
             raise ValueError(f"block must be BasicBlock or Bottleneck, got {block!r}")
         layers = tuple(layers)
-        if len(layers) != len(_STAGES):
-            raise ValueError(f"layers must give {len(_STAGES)} stage depths, got {layers}")
+        if len(layers) != _STAGES:
+            raise ValueError(f"layers must give {_STAGES} stage depths, got {layers}")
         for n in layers:
             _positive_int(n, "blocks per stage")
         in_channels = _positive_int(in_channels, "in_channels")
         num_classes = _positive_int(num_classes, "num_classes")
-
+        norm_layer = nn.BatchNorm2d if norm_layer is None else norm_layer
+        super().__init__(block, list(layers), num_classes=num_classes,
+                         zero_init_residual=zero_init_residual, norm_layer=norm_layer, **kw)
         self.in_channels = in_channels
         self.has_stem = bool(stem)
         # where convert.load_rgb_weights finds the block whose input width depends on C
@@ -178,48 +142,24 @@ class ResNet(nn.Module):
         self.channel_names = None
 
         if self.has_stem:
-            self.conv1 = nn.Conv2d(in_channels, _STEM_WIDTH, kernel_size=7, stride=2, padding=3,
-                                   bias=False)
-            self.bn1 = nn.BatchNorm2d(_STEM_WIDTH)
-            self.relu = nn.ReLU(inplace=True)
-            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-            width = _STEM_WIDTH
-        else:
-            width = in_channels
-
-        for index, ((planes, stride), depth) in enumerate(zip(_STAGES, layers), start=1):
-            stage, width = self._make_stage(block, width, planes, depth, stride)
-            self.add_module(f"layer{index}", stage)
-
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(width, num_classes)
-        self._init_weights(zero_init_residual)
-
-    @staticmethod
-    def _make_stage(block, inplanes, planes, depth, stride):
-        out = planes * block.expansion
+            if in_channels != 3:
+                self.conv1 = nn.Conv2d(in_channels, _STEM_WIDTH, kernel_size=7, stride=2,
+                                       padding=3, bias=False)
+                _init_like_torchvision(self.conv1, False)
+            return
+        # torchvision always builds the 3-channel stem and a 64-input layer1: drop the stem
+        # and rebuild layer1 for in_channels inputs, with torchvision's own blocks
+        del self.conv1, self.bn1, self.relu, self.maxpool
+        out = _STEM_WIDTH * block.expansion
         downsample = None
-        # Without a stem the first block sees C channels, so it projects whenever C differs
-        # from the block output (always for Bottleneck with C <= 192, for BasicBlock if C != 64).
-        if stride != 1 or inplanes != out:
-            downsample = nn.Sequential(_conv1x1(inplanes, out, stride), nn.BatchNorm2d(out))
-        blocks = [block(inplanes, planes, stride, downsample)]
-        blocks += [block(out, planes) for _ in range(depth - 1)]
-        return nn.Sequential(*blocks), out
-
-    def _init_weights(self, zero_init_residual):
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        if zero_init_residual:
-            for m in self.modules():
-                if isinstance(m, Bottleneck):
-                    nn.init.zeros_(m.bn3.weight)
-                elif isinstance(m, BasicBlock):
-                    nn.init.zeros_(m.bn2.weight)
+        if in_channels != out:
+            downsample = nn.Sequential(conv1x1(in_channels, out), norm_layer(out))
+        first = block(in_channels, _STEM_WIDTH, 1, downsample, self.groups, self.base_width, 1,
+                      norm_layer)
+        rest = [block(out, _STEM_WIDTH, groups=self.groups, base_width=self.base_width,
+                      norm_layer=norm_layer) for _ in range(layers[0] - 1)]
+        self.layer1 = nn.Sequential(first, *rest)
+        _init_like_torchvision(self.layer1, zero_init_residual)
 
     def forward(self, x):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -247,7 +187,7 @@ def _build(depth, channels, stem, num_classes, **kw):
 def resnet50(num_classes=1000, **kw):
     """RGB ResNet-50. Input (N, 3, 224, 224); 25.557 M params, 4.089 GFLOPs at 1000 classes.
 
-    num_classes (default 1000); kw go to ResNet (zero_init_residual).
+    num_classes (default 1000); kw go to ResNet (zero_init_residual, norm_layer, ...).
     """
     return _build("resnet50", 3, True, num_classes, **kw)
 
@@ -255,7 +195,7 @@ def resnet50(num_classes=1000, **kw):
 def resnet18(num_classes=1000, **kw):
     """RGB ResNet-18. Input (N, 3, 224, 224); 11.690 M params, 1.814 GFLOPs at 1000 classes.
 
-    num_classes (default 1000); kw go to ResNet (zero_init_residual).
+    num_classes (default 1000); kw go to ResNet (zero_init_residual, norm_layer, ...).
     """
     return _build("resnet18", 3, True, num_classes, **kw)
 
