@@ -39,9 +39,10 @@ from tqdm import tqdm
 
 from jpegfreq import ChannelSet
 from jpegfreq.checkpoint import load_checkpoint, save_checkpoint
-from jpegfreq.detection import (CocoJpeg, collate, compute_detection_stats, evaluate_coco,
-                                make_shapes_dataset)
-from jpegfreq.stats import Stats
+from jpegfreq.coco import evaluate_coco
+from jpegfreq.detection import CocoJpeg, collate
+from jpegfreq.stats import Stats, compute_detection_stats
+from jpegfreq.synthetic import make_shapes_dataset
 from jpegfreq.models.detection import build_detector
 
 # Defaults that differ between the demo and a real run; a flag given explicitly always wins.
