@@ -1,20 +1,30 @@
 /*
  * fuzz_reader.c - libFuzzer target for the plain-C core (no Python).
  *
- * Feeds the input bytes through every entry point of csrc/jf_core.h the way
- * the binding does: EXIF orientation, header (with a 1-megapixel limit so
- * the fuzzer cannot ask for gigabytes), entropy decode, int16 copy,
- * dequantized copy of a few frequencies, the progressive cut-off and a
- * cut-off read, a read that stops below the eval crop, the coefficient-domain cube (eval geometry, a flipped request
- * and a transposed one as EXIF orientations 5..8 make it, a box overhanging
- * the image, the whole image into one block), and the pixel decode of the
- * spatial path.  Every output buffer
- * is a separate malloc so AddressSanitizer sees any overrun.
+ * Feeds the input bytes through the entry points of csrc/jf_core.h that the
+ * binding calls: EXIF orientation, the header (with a 1-megapixel limit so
+ * the fuzzer cannot ask for gigabytes), the routing decision, the progressive
+ * cut-off search, entropy decode, int16 and dequantized copies, the pixel
+ * decode of the spatial path, and jf_cube itself, the binding's own cube
+ * entry point (planning, early stop, band cut-off and operator in one call),
+ * for three requests per input:
+ *   - the eval geometry (EXIF orientation, early stop, scale and offset);
+ *   - the whole image into one 8x8 block under orientation 6 (a transposed,
+ *     flipped request and the widest band the operator builds), read to the end;
+ *   - one request decoded from the input's last REQ_BYTES bytes (see
+ *     fuzzed_request): libjpeg stops at EOI, so bytes after it steer the
+ *     request without changing the image, and the fuzzer explores both.
+ * Every output buffer is a separate malloc so AddressSanitizer sees any
+ * overrun; cube outputs start as NaN and must be finite wherever jf_cube
+ * reports success (no element left unwritten).  The routing decision must
+ * agree with jf_cube's JF_ERR_NEEDS_SPATIAL, and a request jf_cube_check
+ * refuses must never reach the decoder.
  *
  * Build and run: fuzz/run.sh (clang -fsanitize=fuzzer,address,undefined).
  */
 #include "jf_core.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,8 +34,10 @@
 #define FUZZ_MAX_PIXELS (1000LL * 1000)
 #endif
 
+#define REQ_BYTES 16
+
 /* ======================================================================== */
-/* Geometry and channel requests                                            */
+/* Channel sets                                                             */
 /* ======================================================================== */
 
 /* A channel set spanning a few rows and columns of each component (24S-like)
@@ -36,105 +48,172 @@ static const int c_freqs[] = {0, 1, 8, 9};
 #define NY ((int)(sizeof(y_freqs) / sizeof(*y_freqs)))
 #define NC ((int)(sizeof(c_freqs) / sizeof(*c_freqs)))
 
-static void make_request(jf_comp_request *req, int c, int transpose, int *next_channel)
+typedef struct {
+    int n;
+    int comp[JF_MAX_CHANNELS + 8];
+    int k[JF_MAX_CHANNELS + 8];
+    float scale[JF_MAX_CHANNELS + 8];
+    float offset[JF_MAX_CHANNELS + 8];
+} channels;
+
+static void add(channels *ch, int c, int k)
 {
-    const int *ks = c == 0 ? y_freqs : c_freqs;
-    int n = c == 0 ? NY : NC;
-    int i;
-    req->n = n;
-    for (i = 0; i < n; i++) {
-        int k = ks[i];
-        req->k[i] = transpose ? ((k & 7) << 3 | k >> 3) : k;
-        req->channel[i] = (*next_channel)++;
-        req->scale[i] = 1.0f;
-        req->offset[i] = 0.0f;
+    ch->comp[ch->n] = c;
+    ch->k[ch->n] = k;
+    ch->scale[ch->n] = 1.0f / (1.0f + (float)ch->n);
+    ch->offset[ch->n] = 0.5f * (float)ch->n - 3.0f;
+    ch->n++;
+}
+
+static void set_24s(channels *ch)
+{
+    int i, c;
+    ch->n = 0;
+    for (i = 0; i < NY; i++)
+        add(ch, 0, y_freqs[i]);
+    for (c = 1; c < 3; c++)
+        for (i = 0; i < NC; i++)
+            add(ch, c, c_freqs[i]);
+}
+
+/* sel 0: the 24S-like set; 1: all 192; 2: one channel; 3: chroma only (all of
+ * it on a grayscale file is neutral fill); 4: up to 64 channels, repeats and
+ * any order allowed; 5: more than 64 of one component (must be refused). */
+static void set_from(channels *ch, int sel, int p)
+{
+    int i, n;
+    ch->n = 0;
+    switch (sel) {
+    case 0:
+        set_24s(ch);
+        break;
+    case 1:
+        for (i = 0; i < JF_MAX_CHANNELS; i++)
+            add(ch, i / 64, i % 64);
+        break;
+    case 2:
+        add(ch, p % 3, (p / 3) % 64);
+        break;
+    case 3:
+        add(ch, 1, p % 64);
+        add(ch, 2, (p * 7) % 64);
+        add(ch, 1, 0);
+        break;
+    case 4:
+        n = 1 + p % 64;
+        for (i = 0; i < n; i++)
+            add(ch, (p + i * 5) % 3, (p * 13 + i * 29) % 64);
+        break;
+    default:
+        for (i = 0; i < 65; i++)
+            add(ch, 0, (p + i) % 64);
+        break;
     }
 }
 
-static int total_channels(int ncomp)
+static void attach(jf_cube_request *r, const channels *ch, int with_scale)
 {
-    int nc = ncomp < 3 ? ncomp : 3;
-    return NY + (nc - 1) * NC;
+    r->nch = ch->n;
+    r->comp = ch->comp;
+    r->k = ch->k;
+    r->scale = with_scale ? ch->scale : NULL;
+    r->offset = with_scale ? ch->offset : NULL;
 }
 
-/* Component c's stored rows / columns axes for a box in stored coordinates;
- * transpose swaps them exactly as orientations 5..8 do. */
-static void comp_axes(const jf_header *h, int c, const double box[4], int out_h, int out_w,
-                      int flip, int transpose, jf_axis *ah, jf_axis *aw)
+/* ======================================================================== */
+/* Requests                                                                 */
+/* ======================================================================== */
+
+static int s16(const uint8_t *p)
 {
-    const jf_comp_info *ci = &h->comp[c];
-    ah->image_size = h->height;
-    ah->comp_size = ci->height;
-    ah->factor = h->max_v / ci->v_samp;
-    aw->image_size = h->width;
-    aw->comp_size = ci->width;
-    aw->factor = h->max_h / ci->h_samp;
-    if (!transpose) {
-        ah->box0 = box[1]; ah->box1 = box[3]; ah->out_size = out_h; ah->flip = 0;
-        aw->box0 = box[0]; aw->box1 = box[2]; aw->out_size = out_w; aw->flip = flip;
-    } else {
-        /* displayed = transposed stored: displayed rows are stored columns */
-        ah->box0 = box[0]; ah->box1 = box[2]; ah->out_size = out_w; ah->flip = flip;
-        aw->box0 = box[1]; aw->box1 = box[3]; aw->out_size = out_h; aw->flip = 1;
+    return (int)(int16_t)(uint16_t)(p[0] | p[1] << 8);
+}
+
+static int u16(const uint8_t *p)
+{
+    return p[0] | p[1] << 8;
+}
+
+/* The request the input's last REQ_BYTES bytes t[] describe (h: its header,
+ * for boxes relative to the displayed image):
+ *   t0      orientation (t0 % 11) - 1: -1 (EXIF) .. 8, and 9 (invalid)
+ *   t1      bit 0 flip, 1 band_cutoff, 2 no early stop, 3 strict, 4 box (else
+ *           eval resize), 5 box relative to the image (else pixels), 6 scale
+ *           and offset, 7 raw output sizes (may be invalid)
+ *   t2, t3  out_h, out_w: 8 * (1 + t % 16), or t - 8 raw
+ *   t4..5   resize 1 + u16 % 512 (eval); with bit 7, u16 - 8 raw
+ *   t6..13  box: x0, y0 (signed), width, height (unsigned), quarter pixels or
+ *           1/4096 of the displayed size
+ *   t14     channel set (set_from: t14 % 6), t15 its parameter */
+static void fuzzed_request(const uint8_t *t, const jf_header *h, jf_cube_request *r,
+                           channels *ch)
+{
+    int raw = (t[1] >> 7) & 1, o;
+    memset(r, 0, sizeof(*r));
+    o = t[0] % 11 - 1;
+    r->orientation = o;
+    r->flip = t[1] & 1;
+    r->band_cutoff = (t[1] >> 1) & 1;
+    r->early_stop = !((t[1] >> 2) & 1);
+    r->strict = (t[1] >> 3) & 1;
+    r->has_box = (t[1] >> 4) & 1;
+    r->out_h = raw ? (int)t[2] - 8 : 8 * (1 + t[2] % 16);
+    r->out_w = raw ? (int)t[3] - 8 : 8 * (1 + t[3] % 16);
+    r->resize = raw ? u16(t + 4) - 8 : 1 + u16(t + 4) % 512;
+    r->max_pixels = FUZZ_MAX_PIXELS;
+    if (r->has_box) {
+        if ((t[1] >> 5) & 1) {
+            /* displayed size: EXIF 5..8 (and -1 when the file says so) transpose */
+            int eo = o < 0 ? h->orientation : o;
+            double dw = eo >= 5 ? h->height : h->width, dh = eo >= 5 ? h->width : h->height;
+            r->box[0] = dw * s16(t + 6) / 4096.0;
+            r->box[1] = dh * s16(t + 8) / 4096.0;
+            r->box[2] = r->box[0] + dw * u16(t + 10) / 4096.0;
+            r->box[3] = r->box[1] + dh * u16(t + 12) / 4096.0;
+        } else {
+            r->box[0] = s16(t + 6) / 4.0;
+            r->box[1] = s16(t + 8) / 4.0;
+            r->box[2] = r->box[0] + u16(t + 10) / 4.0;
+            r->box[3] = r->box[1] + u16(t + 12) / 4.0;
+        }
     }
+    set_from(ch, t[14] % 6, t[15]);
+    attach(r, ch, (t[1] >> 6) & 1);
 }
 
-/* The binding's cube_compute, minus orientation bookkeeping: box in stored
- * coordinates; transpose swaps the axes exactly as orientations 5..8 do. */
-static void run_cube(jf_decoder *d, const double box[4], int out_h, int out_w, int flip,
-                     int transpose)
+/* Run one request through jf_cube into a fresh NaN-filled buffer of exactly
+ * the size it asks for, and check what comes back. */
+static void run_cube(const uint8_t *data, size_t size, const jf_cube_request *r, int route)
 {
-    const jf_header *h = &d->hdr;
-    int c, next = 0, nch = total_channels(h->num_components);
-    float *cube;
     jf_status st;
+    size_t n = 1, i;
+    float *out;
+    int ok, rc;
 
-    if (h->color_space != JF_CS_YCBCR && h->color_space != JF_CS_GRAY)
-        return; /* the binding sends these to the spatial path */
-    cube = (float *)malloc(sizeof(float) * (size_t)nch * (out_h / 8) * (out_w / 8));
-    if (!cube)
+    jf_status_init(&st);
+    ok = jf_cube_check(r, &st) == 0;
+    if (ok)
+        n = (size_t)r->nch * (r->out_h / 8) * (r->out_w / 8);
+    out = (float *)malloc(sizeof(float) * n);
+    if (!out)
         return;
-    for (c = 0; c < h->num_components && c < 3; c++) {
-        const jf_comp_info *ci = &h->comp[c];
-        jf_comp_request req;
-        jf_axis ah, aw;
-        if (h->max_h % ci->h_samp != 0 || h->max_v % ci->v_samp != 0)
-            break; /* the binding refuses non-integral sampling ratios */
-        make_request(&req, c, transpose, &next);
-        comp_axes(h, c, box, out_h, out_w, flip, transpose, &ah, &aw);
-        jf_status_init(&st);
-        if (!transpose) {
-            if (jf_component_cube(d, c, &ah, &aw, &req, cube, out_h / 8, out_w / 8, 0, &st) != 0)
-                break;
-        } else if (jf_component_cube(d, c, &ah, &aw, &req, cube, out_w / 8, out_h / 8, 1, &st) != 0)
-            break;
+    for (i = 0; i < n; i++)
+        out[i] = NAN;
+    rc = jf_cube(data, size, r, out, &st);
+    if (!ok && (rc == 0 || st.kind != JF_ERR_ARG))
+        abort(); /* a request its own check refuses must fail as such */
+    if (rc == 0) {
+        if (route != 0)
+            abort(); /* the compressed path ran on a file routed to the spatial one */
+        for (i = 0; i < n; i++)
+            if (!isfinite(out[i]))
+                abort(); /* an element left unwritten, or a non-finite value */
+    } else if (ok && (st.kind == JF_ERR_NEEDS_SPATIAL) != (route == 1)) {
+        abort(); /* jf_cube and jf_route disagree about the path */
+    } else if (st.msg[0] == '\0') {
+        abort(); /* every failure says why */
     }
-    free(cube);
-}
-
-static void run_cubes(jf_decoder *d)
-{
-    const jf_header *h = &d->hdr;
-    double box[4];
-
-    /* eval geometry, 64x64 output from a 73-pixel short side (448/512 scaled down) */
-    jf_eval_box(h->width, h->height, 73, 64, 64, box);
-    run_cube(d, box, 64, 64, 0, 0);
-    /* transposed orientation (EXIF 5..8): displayed size is height x width */
-    jf_eval_box(h->height, h->width, 73, 48, 64, box);
-    run_cube(d, box, 48, 64, 1, 1);
-    /* a train-style box overhanging the image on every side, upscaled, flipped */
-    box[0] = -0.25 * h->width;
-    box[1] = -3.5;
-    box[2] = 1.1 * h->width + 1.0;
-    box[3] = h->height + 7.25;
-    run_cube(d, box, 32, 40, 1, 0);
-    /* the whole image into one 8x8 block: the widest band the operator builds */
-    box[0] = 0.0;
-    box[1] = 0.0;
-    box[2] = h->width;
-    box[3] = h->height;
-    run_cube(d, box, 8, 8, 0, 0);
+    free(out);
 }
 
 /* ======================================================================== */
@@ -190,70 +269,78 @@ static void decode_pixels(const uint8_t *data, size_t size)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    static const uint8_t zeros[REQ_BYTES];
     jf_decoder *d = (jf_decoder *)malloc(sizeof(jf_decoder));
     uint8_t need[JF_MAX_COMPONENTS][64];
+    char reason[JF_MSG_LEN];
+    channels ch24, chf;
+    jf_cube_request r;
+    jf_header h;
     jf_status st;
     size_t cut;
-    int k;
+    int k, route;
 
     if (!d)
         return 0;
     (void)jf_exif_orientation(data, size);
 
-    /* 1. full read: coefficients, dequantized copies, cubes */
+    /* 1. header, route, progressive cut-off search, full read and copies */
     jf_status_init(&st);
     if (jf_open(d, data, size, FUZZ_MAX_PIXELS, &st) != 0) {
         free(d);
+        /* jf_cube must fail the same way on it (and say why) */
+        set_24s(&ch24);
+        memset(&r, 0, sizeof(r));
+        r.out_h = r.out_w = 64;
+        r.resize = 73;
+        r.max_pixels = FUZZ_MAX_PIXELS;
+        attach(&r, &ch24, 0);
+        run_cube(data, size, &r, -1);
         return 0;
     }
-    if (jf_read_all(d, &st) == 0) {
-        read_everything(d);
-        run_cubes(d);
-    }
-    jf_close(d);
-
-    /* 2. progressive cut-off: the scans holding u, v <= 1 of every component,
-     * then a read that stops there (the binding's band_cutoff) */
+    h = d->hdr;
+    route = jf_route(&h, reason, sizeof(reason));
+    if ((route != 0) != (reason[0] != '\0'))
+        abort(); /* a reason exactly when the spatial path is needed */
     memset(need, 0, sizeof(need));
     for (k = 0; k < 64; k++)
         need[0][k] = need[1][k] = need[2][k] = (k >> 3) <= 1 && (k & 7) <= 1;
-    jf_status_init(&st);
-    if (jf_open(d, data, size, FUZZ_MAX_PIXELS, &st) == 0) {
-        cut = jf_progressive_cutoff(data, size, &d->hdr, need);
-        if (cut > size)
-            abort(); /* the cut-off must lie inside the input */
-        if (cut < size) {
-            jf_limit_input(d, cut);
-            if (jf_read_all(d, &st) == 0)
-                run_cubes(d);
-        }
-        jf_close(d);
-    }
-
-    /* 3. the binding's early stop: each scan's entropy decoding ends after the iMCU row
-     * holding the last luma block row the eval cube reads; then the cubes
-     * (the other geometries also read rows that were never decoded) */
-    jf_status_init(&st);
-    if (jf_open(d, data, size, FUZZ_MAX_PIXELS, &st) == 0) {
-        const jf_header *h = &d->hdr;
-        jf_comp_request req;
-        jf_axis ah, aw;
-        double box[4];
-        int next = 0, rows;
-        jf_eval_box(h->width, h->height, 73, 64, 64, box);
-        make_request(&req, 0, 0, &next);
-        comp_axes(h, 0, box, 64, 64, 0, 0, &ah, &aw);
-        rows = jf_rows_needed(d, 0, &ah, &req, &st);
-        if (rows > 0) {
-            d->stop_imcu = (rows + h->comp[0].v_samp - 1) / h->comp[0].v_samp;
-            if (jf_read_all(d, &st) == 0)
-                run_cubes(d);
-        }
-        jf_close(d);
-    }
+    cut = jf_progressive_cutoff(data, size, &h, need);
+    if (cut > size)
+        abort(); /* the cut-off must lie inside the input */
+    if (jf_read_all(d, &st) == 0)
+        read_everything(d);
+    jf_close(d);
     free(d);
 
-    /* 4. the spatial path's pixel decode */
+    /* 2. jf_cube: the eval geometry as the loader asks for it */
+    set_24s(&ch24);
+    memset(&r, 0, sizeof(r));
+    r.out_h = r.out_w = 64;
+    r.resize = 73;          /* 448/512 of a 64 crop, scaled down */
+    r.orientation = -1;
+    r.early_stop = 1;
+    r.max_pixels = FUZZ_MAX_PIXELS;
+    attach(&r, &ch24, 1);
+    run_cube(data, size, &r, route);
+
+    /* 3. the whole displayed image into one block, transposed and flipped */
+    r.out_h = r.out_w = 8;
+    r.orientation = 6;
+    r.early_stop = 0;
+    r.has_box = 1;
+    r.box[0] = r.box[1] = 0.0;
+    r.box[2] = h.height;    /* displayed width under orientation 6 */
+    r.box[3] = h.width;
+    r.flip = 1;
+    attach(&r, &ch24, 0);
+    run_cube(data, size, &r, route);
+
+    /* 4. the request the input's tail describes */
+    fuzzed_request(size >= REQ_BYTES ? data + size - REQ_BYTES : zeros, &h, &r, &chf);
+    run_cube(data, size, &r, route);
+
+    /* 5. the spatial path's pixel decode */
     decode_pixels(data, size);
     return 0;
 }

@@ -49,12 +49,12 @@ JPEG_LIBS=$(pkg-config --libs libjpeg 2>/dev/null || echo -ljpeg)
 # shellcheck disable=SC2086
 "$CLANG" -g -O1 -fno-omit-frame-pointer -Wno-psabi \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-    -Icsrc $JPEG_CFLAGS fuzz/fuzz_reader.c csrc/jf_read.c csrc/jf_resample.c \
+    -Icsrc $JPEG_CFLAGS fuzz/fuzz_reader.c csrc/jf_read.c csrc/jf_resample.c csrc/jf_cube.c \
     $JPEG_LIBS -lm -pthread -o "$BIN"
 echo "fuzz: built $BIN"
 
 # ---- seed corpus -------------------------------------------------------------
-if [ ! -f fuzz/corpus/seed-baseline-420.jpg ]; then
+if [ ! -f fuzz/corpus/seed-baseline-420+eval-exif.jpg ]; then
     "$PY" fuzz/make_corpus.py fuzz/corpus
 fi
 
