@@ -25,6 +25,12 @@ small). So the DCT models replace three parts of torchvision's Faster / Mask R-C
     CubeAnchorGenerator     anchors at the FPN's fixed pixel strides (4, 8, 16, 32, 64)
     FixedScaleRoIAlign      RoI pooling with spatial scales 1/4 .. 1/32 stated, not inferred
 
+Everything else is torchvision's: FasterRCNN / MaskRCNN and their heads, FeaturePyramidNetwork,
+the backbone's ResNet blocks (models.resnet_dct subclasses torchvision's ResNet), and
+FrozenBatchNorm2d, passed to the backbone as its norm_layer (frozen_bn=True) rather than swapped
+in afterwards. The three replacements subclass torchvision's own classes and set only their
+public attributes.
+
 Builders (torchvision's detection API; the losses and outputs are those of FasterRCNN/MaskRCNN):
 
     fasterrcnn_resnet50_dct_fpn(channels="24S", num_classes=91)   input: list of (C, h, w) cubes
@@ -57,7 +63,9 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
-from torchvision.ops.poolers import LevelMapper
+from torchvision.ops.poolers import initLevelMapper
+
+from jpegfreq.checkpoint import read_torch_file
 
 from .resnet_dct import resnet50_dct
 
@@ -75,7 +83,6 @@ __all__ = [
     "maskrcnn_resnet50_dct_fpn",
     "maskrcnn_resnet50_fpn_rgb",
     "build_detector",
-    "freeze_batchnorm",
 ]
 
 # One cube cell = 4 resized-image pixels: the cube is sampled on a 2x grid, 8 samples per block.
@@ -108,8 +115,8 @@ class ResNetDCTFPN(nn.Module):
     channels (default "24S"): C, an int, a ChannelSet or its name. out_channels (default 256):
     FPN width. trainable_layers (default 4 = all): how many of layer4, layer3, layer2, layer1
     (counted from the top) get gradients; the rest are frozen. frozen_bn (default False):
-    replace every BatchNorm2d by FrozenBatchNorm2d (use with pretrained weights and small
-    batches, as torchvision does). weights (default None): a classification checkpoint or
+    build layer1..layer4 with torchvision's FrozenBatchNorm2d as norm_layer (use with
+    pretrained weights and small batches, as torchvision does). weights (default None): a classification checkpoint or
     state dict loaded into layer1..layer4 (see load_backbone_weights) before freezing.
     Input (N, C, h, w) with h, w multiples of 8 cells (CubeTransform pads); output an
     OrderedDict "0", "1", "2", "3", "pool" of (N, out_channels, h/s, w/s), s = 1, 2, 4, 8, 16
@@ -122,7 +129,8 @@ class ResNetDCTFPN(nn.Module):
         if not 0 <= int(trainable_layers) <= len(_LAYERS):
             raise ValueError(f"trainable_layers must be in 0..{len(_LAYERS)}, "
                              f"got {trainable_layers}")
-        net = resnet50_dct(channels, num_classes=1)
+        net = resnet50_dct(channels, num_classes=1,
+                           norm_layer=FrozenBatchNorm2d if frozen_bn else None)
         self.in_channels = net.in_channels
         self.channel_names = net.channel_names
         # module names layer1..layer4 as in the classification model, so its weights load by name
@@ -131,10 +139,9 @@ class ResNetDCTFPN(nn.Module):
                                          extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels
         self.trainable_layers = int(trainable_layers)
+        self.frozen_bn = bool(frozen_bn)
         if weights is not None:
             load_backbone_weights(self, weights, channels if isinstance(channels, str) else None)
-        if frozen_bn:
-            freeze_batchnorm(self.body)
         for name in _LAYERS[: len(_LAYERS) - self.trainable_layers]:
             for p in self.body[name].parameters():
                 p.requires_grad_(False)
@@ -149,22 +156,6 @@ class ResNetDCTFPN(nn.Module):
         return self.fpn(feats)
 
 
-def freeze_batchnorm(module):
-    """Replace every BatchNorm2d under module by a FrozenBatchNorm2d holding its statistics
-    (in place; returns module)."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            frozen.weight.copy_(child.weight.detach())
-            frozen.bias.copy_(child.bias.detach())
-            frozen.running_mean.copy_(child.running_mean)
-            frozen.running_var.copy_(child.running_var)
-            setattr(module, name, frozen)
-        else:
-            freeze_batchnorm(child)
-    return module
-
-
 def load_backbone_weights(backbone, weights, channels=None):
     """Copy a classification resnet50_dct's layer1..layer4 into a ResNetDCTFPN; returns a report.
 
@@ -176,7 +167,11 @@ def load_backbone_weights(backbone, weights, channels=None):
     mismatch or when nothing of layer1..layer4 is found.
     """
     if isinstance(weights, (str, os.PathLike)):
-        weights = torch.load(weights, map_location="cpu", weights_only=False)
+        # tensors and plain data only (weights_only=True); a bad file raises ValueError
+        weights = read_torch_file(weights, map_location="cpu")
+    if not isinstance(weights, dict):
+        raise ValueError(f"backbone weights must be a checkpoint or a state dict, "
+                         f"got {type(weights).__name__}")
     state = weights.get("model", weights) if isinstance(weights, dict) else weights
     if isinstance(weights, dict) and "model" in weights:
         if weights.get("gate"):
@@ -201,7 +196,7 @@ def load_backbone_weights(backbone, weights, channels=None):
             left_out.append(key)
     if not loaded:
         raise ValueError("no layer1..layer4 weights found in the checkpoint")
-    # strict=False: FrozenBatchNorm2d has no num_batches_tracked
+    # strict=False: FrozenBatchNorm2d has no num_batches_tracked; only layer1..layer4 given
     backbone.body.load_state_dict(loaded, strict=False)
     return {"loaded": len(loaded), "left_out": left_out}
 
@@ -302,6 +297,10 @@ class FixedScaleRoIAlign(MultiScaleRoIAlign):
     4, 8, 16, 32): pixels per cell of each named map. The stock pooler infers the scales from
     the first batch it sees (feature size / largest image size, rounded to a power of 2) and
     keeps them: a first batch of small padded images would fix wrong scales for good.
+
+    Only the public state of MultiScaleRoIAlign is set: ``scales`` and ``map_levels`` (its
+    declared attributes, here filled at construction through torchvision's initLevelMapper),
+    and forward is torchvision's, which uses them as given.
     """
 
     def __init__(self, featmap_names=_FEATURE_NAMES, output_size=7, sampling_ratio=2,
@@ -314,8 +313,8 @@ class FixedScaleRoIAlign(MultiScaleRoIAlign):
         if any(1 << lv != int(s) for lv, s in zip(levels, strides)):
             raise ValueError(f"strides must be powers of 2, got {strides}")
         self.scales = [1.0 / int(s) for s in strides]
-        self.map_levels = LevelMapper(levels[0], levels[-1], canonical_scale=canonical_scale,
-                                      canonical_level=canonical_level)
+        self.map_levels = initLevelMapper(levels[0], levels[-1], canonical_scale=canonical_scale,
+                                          canonical_level=canonical_level)
 
 
 # ---------------------------------------------------------------------------

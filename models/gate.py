@@ -34,9 +34,11 @@ _EVAL_MODES = ("threshold", "sample")
 
 
 def default_channel_names(num_channels=192):
-    """Y0..Y63, Cb0..Cb63, Cr0..Cr63 for 192 channels (the cube's channel order), else "0".."n-1"."""
+    """The cube's channel names for the full 192-channel spectrum (Y0..Y63, Cb0..Cb63,
+    Cr0..Cr63, from jpegfreq.ChannelSet.parse("192").names), else "0".."n-1"."""
     if num_channels == 192:
-        return [f"{c}{k}" for c in ("Y", "Cb", "Cr") for k in range(64)]
+        from jpegfreq.channels import ChannelSet
+        return list(ChannelSet.parse("192").names)
     return [str(k) for k in range(num_channels)]
 
 
@@ -214,8 +216,8 @@ class HeatmapAccumulator:
 
         The heat-map format jpegfreq.ChannelSet reads ("top 24 of heatmap.json").
 
-        names (default Y0..Cr63 for 192 channels, else "0".."C-1"): one per channel, e.g.
-        ChannelSet.parse("192").names.
+        names (default: ChannelSet.parse("192").names for 192 channels, else "0".."C-1"):
+        one per channel, e.g. the .names of the ChannelSet the cube was built with.
         """
         names = default_channel_names(self.num_channels) if names is None else list(names)
         if len(names) != self.num_channels:
