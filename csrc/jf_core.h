@@ -261,10 +261,12 @@ void jf_limit_input(jf_decoder *d, size_t cutoff);
 /* ---- jf_cube.c ---------------------------------------------------------- */
 
 /* Which path a file takes, from its header alone: 0 when the coefficient-domain
- * cube can be computed (YCbCr or grayscale with whole chroma upsampling
- * factors); 1 when it needs the spatial path (decode pixels, resize, block DCT),
- * with the reason in reason[0:n] (e.g. "CMYK JPEG: colour cannot be mapped
- * linearly to YCbCr").  reason is "" when 0 is returned. */
+ * cube is the route (YCbCr or grayscale); 1 when the file needs the spatial
+ * path (decode pixels, resize, block DCT), with the reason in reason[0:n]
+ * ("CMYK JPEG: colour cannot be mapped linearly to YCbCr"; also RGB, YCCK and
+ * unknown colour spaces).  reason is "" when 0 is returned.  Non-integral
+ * sampling ratios are no route (libjpeg-turbo cannot upsample them to pixels
+ * either): jf_cube refuses them as JF_ERR_UNSUPPORTED. */
 int jf_route(const jf_header *h, char *reason, size_t n);
 
 /* 1 when box (x0, y0, x1, y1) is finite, within JF_MAX_COORD and not empty. */

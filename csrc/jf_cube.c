@@ -33,7 +33,7 @@ int jf_box_ok(const double b[4])
 
 int jf_route(const jf_header *h, char *reason, size_t n)
 {
-    int cs = h->color_space, c;
+    int cs = h->color_space;
 
     if (cs != JF_CS_YCBCR && cs != JF_CS_GRAY) {
         if (n)
@@ -41,19 +41,10 @@ int jf_route(const jf_header *h, char *reason, size_t n)
                      jf_color_space_names[cs]);
         return 1;
     }
-    /* the operator upsamples chroma by whole factors only */
-    for (c = 0; c < h->num_components && c < JF_MAX_COMPONENTS; c++) {
-        const jf_comp_info *ci = &h->comp[c];
-        if (ci->h_samp < 1 || ci->v_samp < 1 || h->max_h % ci->h_samp != 0 ||
-            h->max_v % ci->v_samp != 0) {
-            if (n)
-                snprintf(reason, n,
-                         "non-integral chroma sampling ratio (%dx%d in %dx%d): the "
-                         "coefficient-domain operator needs whole upsampling factors",
-                         ci->h_samp, ci->v_samp, h->max_h, h->max_v);
-            return 1;
-        }
-    }
+    /* Non-integral sampling ratios (e.g. 2x2 luma with 1x3 chroma) are not a
+     * route: libjpeg-turbo cannot upsample them to pixels either ("Fractional
+     * sampling not implemented yet"), so the spatial path has nothing to offer;
+     * cube_plan refuses them as JF_ERR_UNSUPPORTED with a clear reason. */
     if (n)
         reason[0] = '\0';
     return 0;
@@ -201,7 +192,7 @@ static int cube_plan(const jf_header *h, const int *comp_of, const int *ks, cons
         {
             const jf_comp_info *ci = &h->comp[c];
             int fx = h->max_h / ci->h_samp, fy = h->max_v / ci->v_samp;
-            /* jf_route sends such files to the spatial path first */
+            /* no route for these (see jf_route): no decoder here upsamples them */
             if (h->max_h % ci->h_samp != 0 || h->max_v % ci->v_samp != 0) {
                 snprintf(st->msg, JF_MSG_LEN,
                          "non-integral chroma sampling ratio (%dx%d in %dx%d) is not supported",
