@@ -18,7 +18,6 @@ which collate_skip_bad drops and counts; the batch is then smaller (no other sam
 substituted: that would change the label distribution silently).  With "error" the
 sample raises BadImageError naming the file.
 """
-import io
 import os
 from typing import NamedTuple, Optional
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from .errors import JpegError
 from .geometry import eval_geometry, sample_train
+from .source import read_source
 from .stats import IMAGE_EXTENSIONS
 
 __all__ = ["JpegFolder", "BadImage", "BadImageError", "collate_skip_bad", "find_classes",
@@ -68,20 +68,6 @@ def find_classes(folder):
     if not entries:
         raise FileNotFoundError(f"no class folders under {folder} (expected {folder}/CLASS/*.jpg)")
     return entries
-
-
-def _image_size(data: bytes, path: str):
-    """(width, height) as stored: the JPEG header, else Pillow's header parse."""
-    if data[:2] == b"\xff\xd8":
-        from .reader import read_header
-        hdr = read_header(data)
-        return hdr.width, hdr.height
-    from PIL import Image
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.size
-    except Exception as e:
-        raise JpegError(path, f"cannot read image header: {e}") from None
 
 
 class JpegFolder:
@@ -152,25 +138,21 @@ class JpegFolder:
         """The generator of sample ``index`` in the current epoch."""
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
-    def geometry(self, index: int, data: Optional[bytes] = None):
-        """The Geometry sample ``index`` gets this epoch (reads the header when training)."""
+    def geometry(self, index: int, src=None):
+        """The Geometry sample ``index`` gets this epoch (training: sampled from the stored
+        size, read from ``src``, a jpegfreq.source.Source of the file, or the file itself)."""
         if not self.train:
             return self.eval_geometry
-        path = self.samples[index][0]
-        if data is None:
-            with open(path, "rb") as f:
-                data = f.read()
-        w, h = _image_size(data, path)
-        return sample_train(w, h, self.size, self.rng(index))
+        src = read_source(self.samples[index][0] if src is None else src)
+        return sample_train(src.width, src.height, self.size, self.rng(index))
 
     def _load(self, index):
         from .pipeline import cube
         path = self.samples[index][0]
-        with open(path, "rb") as f:
-            data = f.read()
-        geometry = self.geometry(index, data)
-        return cube(data, self.channels if self.channels is not None else "24S", self.size,
-                    self.source, geometry, self.stats, self.dtype)
+        # training reads the file once for its size and its cube; eval hands cube the path
+        src = read_source(path) if self.train else path
+        return cube(src, self.channels if self.channels is not None else "24S", self.size,
+                    self.source, self.geometry(index, src), self.stats, self.dtype)
 
     def __getitem__(self, index):
         import torch

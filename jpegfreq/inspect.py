@@ -26,7 +26,6 @@ decoded YCbCr pixels (block DCT, no quantization).  A file that cannot be read
 at all prints the reason and exits with status 1.
 """
 import argparse
-import io
 import json
 import os
 import re
@@ -37,7 +36,8 @@ import numpy as np
 
 from .channels import ChannelSet
 from .errors import JpegError
-from .reader import read_coefficients, read_header
+from .reader import read_coefficients
+from .source import Source, read_source
 
 __all__ = ["inspect_image", "format_report", "write_png", "main"]
 
@@ -62,11 +62,12 @@ _ORIENTATION = {
 
 
 class _Fatal(Exception):
-    """The file cannot be read at all; carries the report built so far."""
+    """The file cannot be read at all; carries the JpegError and the report built so far."""
 
-    def __init__(self, reason, report):
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, error: JpegError, report):
+        super().__init__(str(error))
+        self.error = error
+        self.reason = str(error)      # "NAME: REASON"
         self.report = report
 
 
@@ -90,26 +91,22 @@ def _grid(values) -> list:
     return [[float(f"{v:.6g}") for v in row] for row in np.asarray(values).reshape(8, 8)]
 
 
-def _path_for(hdr) -> tuple:
-    """(source, reason): the path jpegfreq.cube takes for this header, and why."""
-    cs = hdr.color_space
-    if cs == "YCbCr":
-        sub = hdr.subsampling
-        how = ("chroma at full resolution" if sub == "4:4:4"
-               else f"{sub} chroma upsampled inside the coefficient-domain operator")
-        return "jpeg-coeffs", f"YCbCr: coefficients read directly (no IDCT); {how}"
-    if cs == "GRAY":
+def _path_for(src: Source) -> tuple:
+    """(source, reason): the path jpegfreq.cube takes for this file, and why.  The route is
+    the C reader's (Header.spatial_reason); this only words it."""
+    reason = src.spatial_reason
+    if reason is not None:
+        if src.header is None:
+            return "spatial", (f"{reason}: decoded by Pillow, converted to YCbCr, block DCT")
+        return "spatial", f"{reason}; decoded, converted to YCbCr, block DCT"
+    hdr = src.header
+    if hdr.num_components == 1:
         return "jpeg-coeffs", ("grayscale: Y coefficients read directly; the cube's Cb/Cr "
                                "channels are 0 (neutral chroma)")
-    if cs == "RGB":
-        why = ("Adobe marker says no colour transform" if hdr.adobe and hdr.adobe_transform == 0
-               else "component ids say R, G, B")
-        return "spatial", (f"RGB-coded JPEG ({why}): its coefficients are not YCbCr; "
-                           "decoded, converted to YCbCr, block DCT")
-    if cs in ("CMYK", "YCCK"):
-        return "spatial", (f"{cs} JPEG ({hdr.num_components} components): colour cannot be "
-                           "mapped linearly to YCbCr; decoded, converted, block DCT")
-    return "spatial", f"{cs} colour space: decoded to pixels, converted, block DCT"
+    sub = hdr.subsampling
+    how = ("chroma at full resolution" if sub == "4:4:4"
+           else f"{sub} chroma upsampled inside the coefficient-domain operator")
+    return "jpeg-coeffs", f"YCbCr: coefficients read directly (no IDCT); {how}"
 
 
 def _component_names(color_space, n):
@@ -119,8 +116,9 @@ def _component_names(color_space, n):
     return names
 
 
-def _jpeg_report(data, name, hdr, cs: ChannelSet):
-    source, reason = _path_for(hdr)
+def _jpeg_report(src: Source, cs: ChannelSet):
+    data, name, hdr = src.data, src.name, src.header
+    source, reason = _path_for(src)
     names = _component_names(hdr.color_space, hdr.num_components)
     comps = []
     for i, c in enumerate(hdr.components):
@@ -146,7 +144,7 @@ def _jpeg_report(data, name, hdr, cs: ChannelSet):
     try:
         co = read_coefficients(data)
     except JpegError as e:
-        raise _Fatal(f"{name}: {e.reason}", report) from None
+        raise _Fatal(JpegError(name, e.reason, e.kind), report) from None
     report["warnings"] = list(co.warnings)
     tables = {}
     maps = []
@@ -159,24 +157,20 @@ def _jpeg_report(data, name, hdr, cs: ChannelSet):
         comp["quant"] = quant
         maps.append(np.ascontiguousarray(deq))
     report["quant_tables"] = {str(t): quant for t, quant in sorted(tables.items())}
-    _mark_selection(report, cs, direct=source == "jpeg-coeffs")
+    _mark_selection(report, cs, marked=source == "jpeg-coeffs")
     return report, maps
 
 
-def _pillow_report(data, name, cs: ChannelSet, jpeg_reason):
+def _pillow_report(src: Source, cs: ChannelSet):
     """A non-JPEG image Pillow can read: statistics of its decoded YCbCr pixels."""
-    from PIL import Image
     from .geometry import block_dct
     from .pipeline import decode_planes
+    data, name = src.data, src.name
+    fmt, mode, (w, h) = src.format, src.mode, src.size
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(data))
-            fmt, mode, (w, h) = im.format, im.mode, im.size
-        planes, _, _ = decode_planes(data)
-    except Exception:
-        raise _Fatal(f"{name}: {jpeg_reason} (and not an image Pillow can read)",
-                     {"file": name, "bytes": len(data)}) from None
+        planes, _, _ = decode_planes(src)
+    except JpegError as e:
+        raise _Fatal(e, {"file": name, "bytes": len(data), "format": fmt}) from None
     names = ("Y", "Cb", "Cr")[:len(planes)]
     comps, maps = [], []
     for i, p in enumerate(planes):
@@ -194,23 +188,21 @@ def _pillow_report(data, name, cs: ChannelSet, jpeg_reason):
         "width": w, "height": h,
         "bits_per_pixel": round(8 * len(data) / max(w * h, 1), 3),
         "color_space": mode, "components": comps,
-        "cube_path": {"source": "spatial",
-                      "reason": f"not a JPEG ({fmt}): decoded by Pillow, converted to YCbCr, "
-                                "block DCT"},
+        "cube_path": dict(zip(("source", "reason"), _path_for(src))),
         "channels": cs.name, "warnings": [], "quant_tables": {},
         "note": "statistics of the decoded pixels' block DCT (no quantization: non-zero "
                 "means |coef| >= 0.5)",
     }
-    _mark_selection(report, cs, direct=False)
+    _mark_selection(report, cs, marked=True)
     return report, maps
 
 
-def _mark_selection(report, cs: ChannelSet, direct: bool):
-    """Per component, the frequencies the channel set keeps (YCbCr/gray components only:
-    on the spatial path the cube's channels come from the decoded pixels)."""
-    ycc = report["color_space"] in ("YCbCr", "GRAY") or report.get("format") != "JPEG"
+def _mark_selection(report, cs: ChannelSet, marked: bool):
+    """Per component, the frequencies the channel set keeps.  marked: the components are the
+    cube's (a JPEG the compressed path takes, or a non-JPEG's decoded YCbCr planes); a JPEG
+    on the spatial path gets its cube's channels from decoded pixels, so nothing is marked."""
     for i, comp in enumerate(report["components"]):
-        ks = list(cs.per_component[i]) if ycc and i < 3 else []
+        ks = list(cs.per_component[i]) if marked and i < 3 else []
         comp["selected"] = ks
         comp["kept_energy_share"] = float(sum(comp["stats"]["energy_share"][k] for k in ks))
 
@@ -225,34 +217,33 @@ def inspect_image(path, channels="24S", size=448):
         report, maps, _ = _inspect(path, ChannelSet.parse(channels), size)
         return report, maps
     except _Fatal as e:
-        raise JpegError(os.fspath(path), e.reason.split(": ", 1)[-1]) from None
+        raise e.error from None
 
 
 def _inspect(path, cs, size):
-    name = os.fspath(path)
+    """(report, maps, Source) of the file at path; _Fatal when it cannot be read at all."""
     try:
-        with open(name, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise _Fatal(f"{name}: cannot read: {e.strerror}", {"file": name}) from None
-    try:
-        hdr = read_header(data)
+        src = read_source(os.fspath(path))
     except JpegError as e:
-        if data[:2] == b"\xff\xd8" or e.kind in ("limit", "unsupported"):
-            raise _Fatal(f"{name}: {e.reason}", {"file": name, "bytes": len(data),
-                                                 "format": "JPEG"}) from None
-        return _pillow_report(data, name, cs, e.reason) + (data,)
-    return _jpeg_report(data, name, hdr, cs) + (data,)
+        report = {"file": e.source}
+        try:
+            report["bytes"] = os.stat(e.source).st_size
+        except OSError:
+            pass
+        raise _Fatal(e, report) from None
+    if src.header is None:
+        return _pillow_report(src, cs) + (src,)
+    return _jpeg_report(src, cs) + (src,)
 
 
-def _cube(data, report, cs, size):
-    """(cube, error): jpegfreq.cube of the file with --channels/--size."""
+def _cube(src: Source, report, cs, size):
+    """(cube, error): jpegfreq.cube of the file with --channels/--size, on the path the
+    report names."""
     from .pipeline import cube
-    source = report["cube_path"]["source"] if report.get("format") == "JPEG" else "spatial"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the report already says which path it takes
-            return cube(data, cs, size, source), None
+            return cube(src, cs, size, report["cube_path"]["source"]), None
     except JpegError as e:
         return None, e.reason
 
@@ -488,14 +479,14 @@ def main(argv=None) -> int:
     if a.size <= 0 or a.size % 8:
         p.error(f"--size must be a positive multiple of 8, not {a.size}")
     try:
-        report, maps, data = _inspect(a.image, cs, a.size)
+        report, maps, src = _inspect(a.image, cs, a.size)
     except _Fatal as e:
         if a.json:
             print(_dumps({**_jsonable(e.report), "error": e.reason}))
         else:
             print(f"inspect: {e.reason}", file=sys.stderr)
         return 1
-    cube, err = _cube(data, report, cs, a.size)
+    cube, err = _cube(src, report, cs, a.size)
     report["cube"] = {"size": a.size, "error": err,
                       "shape": None if cube is None else list(cube.shape),
                       "bytes": 0 if cube is None else int(cube.nbytes)}

@@ -4,8 +4,10 @@
     bytes -> decode -> same geometry in pixel space -> block DCT  (spatial)
     bytes -> decode RGB -> same geometry -> (3, size, size)       (rgb)
 
-CMYK, YCCK and RGB-coded JPEGs cannot be mapped linearly to YCbCr
-coefficients: they take the spatial path, with a notice once per process.
+Which files the compressed path takes is the C reader's decision (Header.spatial_reason):
+CMYK, YCCK and RGB-coded JPEGs cannot be mapped linearly to YCbCr coefficients, so they
+take the spatial path, with a notice once per process.  Every call takes a path, a
+bytes-like object or a jpegfreq.source.Source (a file read once, errors naming it).
 """
 import functools
 import os
@@ -20,7 +22,8 @@ from .channels import ChannelSet
 from .errors import JpegError
 from .geometry import (Geometry, block_dct, displayed_size, eval_geometry, orient_plane,
                        resample_plane)
-from .reader import _limit, read_header, source_name, translate
+from .reader import _limit, source_name, translate
+from .source import Source, read_source
 
 SOURCES = ("jpeg-coeffs", "spatial", "rgb")
 
@@ -94,7 +97,8 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
          out: Optional[np.ndarray] = None) -> np.ndarray:
     """One image to the network's input.
 
-    src: path or bytes-like JPEG (``spatial``/``rgb`` also take any image Pillow reads).
+    src: path, bytes-like JPEG or jpegfreq.source.Source (``spatial``/``rgb`` also take any
+        image Pillow reads).
     channels: a ChannelSet or its spec ("24S", "64T", "Y:0-3;Cb:0;Cr:0", ...); default 24S.
     size: crop side in pixels (default 448 -> 56x56 cube, 896 -> 112x112; rgb: default 224,
         i.e. resize 256, crop 224); ignored when ``geometry`` is given.
@@ -102,7 +106,7 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
         resize, block DCT: the paper's flow) or "rgb" (3, size, size) pixels in [0, 1].
     geometry: None = eval geometry for ``size``; else a Geometry (e.g. sample_train's).
     stats: None = unnormalized coefficients; else a jpegfreq.stats.Stats folded in as
-        (x - mean) / std (checked against the channel set and geometry size).
+        (x - mean) / std by the operator (Stats.check: channel set, source, geometry).
     dtype: "float32" (default) or "float16" (24S float16 is exactly RGB 224's uint8 bytes).
     strict: raise on libjpeg warnings (default: return data, warnings to ``warnings_out``).
     max_pixels: pixel limit (None = jpegfreq.reader global, 0 = none).
@@ -133,7 +137,10 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
     if source == "spatial":
         return _finish(spatial_cube(src, cs, geometry, stats, max_pixels), dt, out)
     scale, offset = _scale_offset(stats, cs, source, geometry)
-    arg = os.fspath(src) if isinstance(src, os.PathLike) else src
+    if isinstance(src, Source):
+        name, arg = src.name, src.data
+    else:
+        name, arg = source_name(src), os.fspath(src) if isinstance(src, os.PathLike) else src
     direct = out if out is not None and dt == np.float32 and out.flags.c_contiguous else None
     try:
         res, warns = _jpegfreq.cube(
@@ -142,8 +149,8 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
             _limit(max_pixels), bool(strict), bool(band_cutoff), out=direct)
     except _jpegfreq.Error as e:
         if e.args[0] != _jpegfreq.ERR_NEEDS_SPATIAL:
-            raise translate(src, e) from None
-        _notice(e.args[1], f"{source_name(src)}: {e.args[1]}; such files take the spatial "
+            raise translate(name, e) from None
+        _notice(e.args[1], f"{name}: {e.args[1]}; such files take the spatial "
                            "path (decode, resize, DCT). Shown once per process.")
         return _finish(spatial_cube(src, cs, geometry, stats, max_pixels), dt, out)
     if warnings_out is not None:
@@ -172,30 +179,6 @@ def _turbojpeg():
     return _tj
 
 
-def _read_bytes(src) -> bytes:
-    if isinstance(src, (str, os.PathLike)):
-        try:
-            with open(src, "rb") as f:
-                return f.read()
-        except OSError as e:
-            raise JpegError(source_name(src), f"cannot read: {e.strerror}", "io") from None
-    return bytes(src) if not isinstance(src, bytes) else src
-
-
-def _jpeg_header(src, data, max_pixels):
-    """The JPEG header of data, None when it is not a JPEG (Pillow may read it).
-
-    A damaged JPEG, or one refused by a limit or as unsupported, raises JpegError
-    naming src: the pixel paths must not hand such files to Pillow instead.
-    """
-    try:
-        return read_header(data, max_pixels=max_pixels)
-    except JpegError as e:
-        if data[:2] == b"\xff\xd8" or e.kind in ("limit", "unsupported"):
-            raise JpegError(source_name(src), e.reason, e.kind) from None
-        return None
-
-
 # JFIF full-range BT.601
 _RGB2YCC = np.array([[0.299, 0.587, 0.114],
                      [-0.168735892, -0.331264108, 0.5],
@@ -206,54 +189,43 @@ def decode_planes(src, max_pixels=None, exif=False):
     """Decode an image to YCbCr sample planes for the spatial path.
 
     Returns (planes, factors, (width, height)): planes are float32 component planes
-    at their own resolution (for YCbCr/gray JPEGs: libjpeg-turbo's islow IDCT, 8-bit
-    rounded, chroma not upsampled: the shared geometry upsamples it), factors their
-    (v, h) upsampling ratios, and the displayed image size.  Grayscale gives one plane.  CMYK/YCCK/RGB JPEGs and
-    non-JPEG images go through Pillow's RGB decode and a float JFIF conversion.
+    at their own resolution (for a file the compressed path takes: libjpeg-turbo's islow
+    IDCT, 8-bit rounded, chroma not upsampled: the shared geometry upsamples it), factors
+    their (v, h) upsampling ratios, and the displayed image size.  Grayscale gives one
+    plane.  Files the C reader sends to the spatial path (CMYK, YCCK, RGB-coded: see
+    Header.spatial_reason) and non-JPEG images go through Pillow's RGB decode and a float
+    JFIF conversion.
     """
-    data = _read_bytes(src)
-    hdr = _jpeg_header(src, data, max_pixels)
-    orientation = hdr.orientation if (hdr is not None and exif) else 1
-    if hdr is not None and hdr.color_space in ("YCbCr", "GRAY"):
+    s = read_source(src, max_pixels)
+    hdr = s.header
+    if s.spatial_reason is None:
         try:
-            _, raw, _ = _jpegfreq.decode_planes(data, False, _limit(max_pixels))
+            _, raw, _ = _jpegfreq.decode_planes(s.data, False, _limit(max_pixels))
         except _jpegfreq.Error as e:
-            raise translate(src, e) from None
+            raise translate(s.name, e) from None
         planes = [np.ascontiguousarray(p[:c.height, :c.width], np.float32)
                   for p, c in zip(raw, hdr.components)]
         factors = [(hdr.max_v_samp // c.v_samp, hdr.max_h_samp // c.h_samp)
                    for c in hdr.components]
         if any(hdr.max_v_samp % c.v_samp or hdr.max_h_samp % c.h_samp for c in hdr.components):
-            planes, factors = _pillow_planes(src, data, ycbcr=True)
+            planes, factors = _pillow_planes(s, ycbcr=True)
     else:
-        planes, factors = _pillow_planes(src, data, ycbcr=False)
-        if hdr is None:
-            orientation = _pillow_orientation(data) if exif else 1
-    w, h = (hdr.width, hdr.height) if hdr is not None else (
-        planes[0].shape[1] * factors[0][1], planes[0].shape[0] * factors[0][0])
+        planes, factors = _pillow_planes(s, ycbcr=False)
+    orientation = s.orientation if exif else 1
     if orientation != 1:
         planes = [orient_plane(p, orientation) for p in planes]
         if orientation >= 5:
             factors = [(fh, fv) for fv, fh in factors]
-    return planes, factors, displayed_size(w, h, orientation)
+    return planes, factors, displayed_size(s.width, s.height, orientation)
 
 
-def _pillow_orientation(data):
-    from PIL import Image
-    import io
-    try:
-        return int(Image.open(io.BytesIO(data)).getexif().get(274, 1)) or 1
-    except Exception:
-        return 1
-
-
-def _pillow_planes(src, data, ycbcr: bool):
+def _pillow_planes(s: Source, ycbcr: bool):
     import io
     from PIL import Image
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(s.data))
             if ycbcr and im.format == "JPEG" and im.mode in ("RGB", "L"):
                 if im.mode == "RGB":
                     im.draft("YCbCr", im.size)
@@ -264,10 +236,8 @@ def _pillow_planes(src, data, ycbcr: bool):
                 return [np.ascontiguousarray(arr[..., i]) for i in range(3)], [(1, 1)] * 3
             im = im.convert("RGB")
             rgb = np.asarray(im, np.float32)
-    except JpegError:
-        raise
     except Exception as e:
-        raise JpegError(source_name(src), f"cannot decode: {e}") from None
+        raise JpegError(s.name, f"cannot decode: {e}") from None
     ycc = rgb @ _RGB2YCC.T
     ycc[..., 1:] += 128.0
     return [np.ascontiguousarray(ycc[..., i]) for i in range(3)], [(1, 1)] * 3
@@ -308,33 +278,35 @@ def spatial_cube(src, channels, geometry: Optional[Geometry] = None, stats=None,
 
 
 def rgb_image(src, geometry: Optional[Geometry] = None, stats=None, max_pixels=None) -> np.ndarray:
-    """RGB baseline input: (3, out_h, out_w) float32 in [0, 1] (or normalized by stats).
+    """RGB input: (3, out_h, out_w) float32 in [0, 1] (or normalized by stats).
 
-    Eval geometry for 224: resize 256, centre crop 224; train: sample_train(..., 224).
+    The one RGB decode + resize of the project (classification baseline and detection).
+    geometry: a Geometry (eval geometry for 224: resize 256, centre crop 224; train:
+    sample_train(..., 224)), or any object with its out_h, out_w, flip, exif and
+    box_for(width, height): a jpegfreq.detection.DetectionGeometry is the whole image
+    resized to its out_w x out_h (multiples of 4, which a Geometry, being a cube's, refuses).
     """
     import io
     from PIL import Image
     geometry = geometry or eval_geometry(224)
-    data = _read_bytes(src)
-    hdr = _jpeg_header(src, data, max_pixels)
+    s = read_source(src, max_pixels)
     rgb = None
-    tj = _turbojpeg() if hdr is not None and hdr.color_space in ("YCbCr", "GRAY") else None
+    tj = _turbojpeg() if s.spatial_reason is None else None
     if tj:
         try:
             from turbojpeg import TJPF_RGB
-            rgb = tj.decode(data, pixel_format=TJPF_RGB)
+            rgb = tj.decode(s.data, pixel_format=TJPF_RGB)
         except Exception:
             rgb = None
     if rgb is None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+                rgb = np.asarray(Image.open(io.BytesIO(s.data)).convert("RGB"))
         except Exception as e:
-            raise JpegError(source_name(src), f"cannot decode: {e}") from None
+            raise JpegError(s.name, f"cannot decode: {e}") from None
     if geometry.exif:
-        o = hdr.orientation if hdr is not None else _pillow_orientation(data)
-        rgb = np.stack([orient_plane(rgb[..., i], o) for i in range(3)], -1)
+        rgb = np.stack([orient_plane(rgb[..., i], s.orientation) for i in range(3)], -1)
     h, w = rgb.shape[:2]
     box = geometry.box_for(w, h)
     out = np.empty((3, geometry.out_h, geometry.out_w), np.float32)

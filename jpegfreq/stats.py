@@ -4,8 +4,10 @@
 
 Mean and std are pooled over every position of every cube (sums of x and x^2
 per channel in float64), not averaged per batch.  A Stats object remembers the
-channel set, source and geometry size it was computed for; using it with a
-different size or with channels it does not hold is an error.
+channel set, source and geometry it was computed for (an output size for
+classification cubes, the resize rule for detection cubes: compute_detection_stats);
+Stats.check, the one statistics check, refuses another size or rule and channels
+it does not hold.
 """
 import argparse
 import json
@@ -53,16 +55,71 @@ class Stats:
         idx = [pos[g] for g in cs.indices]
         return self.mean[idx], self.std[idx]
 
-    def scale_offset(self, cs: Optional[ChannelSet], source: str = "jpeg-coeffs",
-                     geometry: Optional[Geometry] = None):
-        """float32 (scale, offset) with normalized = x * scale + offset = (x - mean) / std."""
-        if geometry is not None and tuple(self.size) != (geometry.out_h, geometry.out_w):
-            raise ValueError(f"statistics were computed for {self.size[0]}x{self.size[1]} "
-                             f"inputs, not {geometry.out_h}x{geometry.out_w}")
+    @property
+    def detection(self) -> Optional[dict]:
+        """The detection record (detection_stats_geometry) these stats were computed for,
+        None for classification statistics."""
+        g = self.geometry
+        return g if isinstance(g, dict) and g.get("kind") == "detection" else None
+
+    def _describe(self) -> str:
+        d = self.detection
+        if d is not None:
+            return f"detection cubes at min_size={d['min_size']}, max_size={d['max_size']}"
+        return f"{self.size[0]}x{self.size[1]} inputs"
+
+    def check(self, cs: Optional[ChannelSet], source: str = "jpeg-coeffs", geometry=None):
+        """The one statistics check: may these stats normalize cubes of channel set cs (None:
+        rgb), source and geometry?  Returns the selected (mean, std); raises ValueError.
+
+        geometry: None (not checked); a Geometry or any object with out_h/out_w (and box
+        for detection): classification stats must have been computed at its output size;
+        detection stats (compute_detection_stats) accept only a whole-image box resized by
+        their min_size/max_size rule; or a detection record (detection_stats_geometry),
+        which must be the stats' own.
+        """
         if (source == "rgb") != (self.source == "rgb"):
             raise ValueError(f"statistics computed for source {self.source!r} cannot "
                              f"normalize {source!r}")
-        mean, std = self.select(cs)
+        if geometry is not None:
+            self._check_geometry(geometry)
+        return self.select(cs)
+
+    def _check_geometry(self, geometry):
+        det = self.detection
+        if isinstance(geometry, dict):
+            if geometry.get("kind") == "detection":
+                if det != geometry:
+                    raise ValueError(
+                        f"statistics were computed for {self._describe()}, not detection cubes "
+                        f"at min_size={geometry['min_size']}, max_size={geometry['max_size']} "
+                        "(a 2x grid has other AC statistics); use "
+                        "jpegfreq.stats.compute_detection_stats")
+                return
+            geometry = Geometry.from_dict(geometry)
+        out_h, out_w = int(geometry.out_h), int(geometry.out_w)
+        if det is None:
+            if tuple(self.size) != (out_h, out_w):
+                raise ValueError(f"statistics were computed for {self._describe()}, not "
+                                 f"{out_h}x{out_w}")
+            return
+        from .detection import resized_size
+        box = getattr(geometry, "box", None)
+        k = 8 // int(det["pixels_per_cell"])
+        ok = box is not None and box[0] == 0 and box[1] == 0 and box[2] >= 1 and box[3] >= 1
+        if ok:
+            w2, h2 = resized_size(int(round(box[2])), int(round(box[3])), det["min_size"],
+                                  det["max_size"])
+            ok = (out_w, out_h) == (k * w2, k * h2)
+        if not ok:
+            raise ValueError(f"statistics were computed for {self._describe()}, not a "
+                             f"{out_h}x{out_w} cube of box {box}")
+
+    def scale_offset(self, cs: Optional[ChannelSet], source: str = "jpeg-coeffs",
+                     geometry=None):
+        """float32 (scale, offset) with normalized = x * scale + offset = (x - mean) / std,
+        after check(cs, source, geometry)."""
+        mean, std = self.check(cs, source, geometry)
         std = np.where(std > 1e-6, std, 1.0)
         scale = (1.0 / std).astype(np.float32)
         return scale, (-mean * scale).astype(np.float32)
@@ -154,6 +211,35 @@ def compute_stats(files: Sequence[str], channels="192", size: int = 448,
     if bad:
         print(f"stats: skipped {bad} unreadable file(s)", file=sys.stderr)
     return acc.result(cs, source, (geometry.out_h, geometry.out_w), geometry.to_dict())
+
+
+def detection_stats_geometry(min_size: int, max_size: int) -> dict:
+    """What detection statistics record (and Stats.check compares) as their geometry."""
+    from .detection import PIXELS_PER_CELL
+    return {"kind": "detection", "min_size": int(min_size), "max_size": int(max_size),
+            "pixels_per_cell": PIXELS_PER_CELL}
+
+
+def compute_detection_stats(dataset, limit: Optional[int] = None, progress: bool = True) -> Stats:
+    """Pooled per-channel mean/std of a detection set's cubes (no flip, unnormalised).
+
+    dataset: a jpegfreq.detection.CocoJpeg (its source, channels, min_size, max_size are
+    used; its own stats are ignored). limit (default all): use the first n images. The result
+    records detection_stats_geometry(min_size, max_size); size is (0, 0) because detection
+    cubes vary in size (a classification geometry never matches it).
+    """
+    from tqdm import tqdm
+    if dataset.source == "rgb":
+        raise ValueError("rgb inputs are normalised by the model; no statistics needed")
+    n = len(dataset) if limit is None else min(int(limit), len(dataset))
+    if n == 0:
+        raise ValueError("no images: cannot compute statistics")
+    acc = StatsAccumulator(dataset.channels.count)
+    for i in tqdm(range(n), desc="stats", unit="img", disable=not progress, file=sys.stderr):
+        x = dataset.load(i, dataset.geometry(i, flip=False), normalise=False)
+        acc.update(x.astype(np.float32, copy=False))
+    return acc.result(dataset.channels, dataset.source, (0, 0),
+                      detection_stats_geometry(dataset.min_size, dataset.max_size))
 
 
 def main(argv=None):

@@ -23,16 +23,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from jpeg_factory import photo  # noqa: E402
 from jpegfreq import ChannelSet  # noqa: E402
-from jpegfreq.detection import (  # noqa: E402
-    CocoJpeg,
-    DetectionGeometry,
-    collate,
-    compute_detection_stats,
-    evaluate_coco,
-    make_shapes_dataset,
-    resized_size,
-)
-from jpegfreq.stats import Stats  # noqa: E402
+from jpegfreq.coco import evaluate_coco  # noqa: E402
+from jpegfreq.detection import CocoJpeg, DetectionGeometry, collate, resized_size  # noqa: E402
+from jpegfreq.stats import Stats, compute_detection_stats  # noqa: E402
+from jpegfreq.synthetic import make_shapes_dataset  # noqa: E402
 from jpegfreq.models.detection import (  # noqa: E402
     CubeAnchorGenerator,
     CubeTransform,
