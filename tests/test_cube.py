@@ -479,6 +479,46 @@ def test_out_rows_of_a_batch_and_strided_views():
     assert np.array_equal(view, batch[0]) and np.all(wide[:, :, 1::2] == 0)
 
 
+@pytest.mark.parametrize("case", ["cmyk", "ycck", "rgb-adobe"])
+def test_the_c_entry_point_reports_the_header_route(case, fresh_fallback_notice):
+    """The C cube refuses the file as ERR_NEEDS_SPATIAL with read_header's own reason,
+    and jpegfreq.cube then takes the spatial path."""
+    from jpegfreq import _jpegfreq
+    data = make_jpeg(case, 160, 128)
+    reason = jpegfreq.read_header(data).spatial_reason
+    assert reason
+    cs = ChannelSet.parse("24S")
+    with pytest.raises(_jpegfreq.Error) as info:
+        _jpegfreq.cube(data, cs.component_of, cs.k, 64, 64, resize=73)
+    assert info.value.args == (_jpegfreq.ERR_NEEDS_SPATIAL, reason)
+    with pytest.warns(SpatialFallbackWarning, match=reason):
+        got = jpegfreq.cube(data, cs, size=64)
+    assert np.array_equal(got, jpegfreq.cube(data, cs, size=64, source="spatial"))
+
+
+def test_the_c_entry_point_checks_the_request():
+    """Request values are checked in C (jf_cube_check) and raise ValueError."""
+    from jpegfreq import _jpegfreq
+    data = make_jpeg("baseline-420")
+    comp, k = np.zeros(65, np.int32), np.arange(65, dtype=np.int32) % 64
+    with pytest.raises(ValueError, match="more than 64 channels of component 0"):
+        _jpegfreq.cube(data, comp, k, 64, 64, resize=73)
+    one = np.zeros(1, np.int32)
+    for kw, match in [({"orientation": 9}, "orientation must be"),
+                      ({"box": (5.0, 0.0, 5.0, 10.0)}, "box must be finite"),
+                      ({"box": (0.0, 0.0, float("nan"), 10.0)}, "box must be finite"),
+                      ({"resize": 0}, "give a box or a resize")]:
+        kw.setdefault("resize", 73)
+        with pytest.raises(ValueError, match=match):
+            _jpegfreq.cube(data, one, one, 64, 64, **kw)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        _jpegfreq.cube(data, one, one, 60, 64, resize=73)
+    with pytest.raises(ValueError, match="1 to 192 channels"):
+        _jpegfreq.cube(data, np.zeros(0, np.int32), np.zeros(0, np.int32), 64, 64, resize=73)
+    with pytest.raises(ValueError, match="channel 0: component 3"):
+        _jpegfreq.cube(data, one + 3, one, 64, 64, resize=73)
+
+
 def test_out_for_a_file_that_takes_the_spatial_path(fresh_fallback_notice):
     data = make_jpeg("cmyk", 160, 128)
     out = np.zeros((24, 56, 56), np.float32)

@@ -130,6 +130,41 @@ def test_four_components_for_cmyk_and_ycck():
         assert r.header.num_components == 4 and len(r.coefficients) == 4 and len(r.quant) == 4
 
 
+#: the colour spaces libjpeg reads, per valid factory case, and which take the spatial path
+SPATIAL_ROUTE = {"cmyk": "CMYK", "ycck": "YCCK", "rgb-adobe": "RGB"}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_spatial_reason_is_the_c_routing_decision(case):
+    """read_header says which path a file takes: None for YCbCr/gray, else why not."""
+    data = make_jpeg(case)
+    h = jpegfreq.read_header(data)
+    raw = jpegfreq._jpegfreq.read_header(data)
+    assert raw["spatial_reason"] == h.spatial_reason
+    if case in SPATIAL_ROUTE:
+        assert h.color_space == SPATIAL_ROUTE[case]
+        assert h.spatial_reason == (f"{SPATIAL_ROUTE[case]} JPEG: colour cannot be mapped "
+                                    "linearly to YCbCr")
+    else:
+        assert h.color_space in ("YCbCr", "GRAY")
+        assert h.spatial_reason is None
+
+
+def test_non_integral_sampling_is_unsupported_not_rerouted():
+    """Luma 2x2 under a 2x3 maximum: no decoder here can upsample it, so it is no spatial
+    route; the cube refuses it as unsupported, naming the ratio."""
+    data = bytearray(make_jpeg("baseline-420"))
+    sof = data.index(b"\xff\xc0")
+    assert data[sof + 11] == 0x22 and data[sof + 14] == 0x11
+    data[sof + 14] = 0x13                  # Cb 1x3: max_v becomes 3
+    data = bytes(data)
+    h = jpegfreq.read_header(data)
+    assert h.spatial_reason is None and h.max_v_samp == 3
+    with pytest.raises(jpegfreq.JpegError, match="non-integral chroma sampling ratio") as info:
+        jpegfreq.cube(data, size=64)
+    assert info.value.kind == "unsupported"
+
+
 # -- coefficients ----------------------------------------------------------------
 
 @pytest.mark.parametrize("case", CASES)
