@@ -29,67 +29,25 @@ pixels): --source rgb. Boxes and masks are evaluated in the original image coord
 """
 import argparse
 import datetime
-import json
 import os
-import sys
 import time
 
 import torch
-from tqdm import tqdm
 
-from jpegfreq import ChannelSet
-from jpegfreq.checkpoint import load_checkpoint, save_checkpoint
+from jpegfreq import ChannelSet, runtime
+from jpegfreq.checkpoint import load_checkpoint, preprocessing, save_checkpoint
 from jpegfreq.coco import evaluate_coco
 from jpegfreq.detection import CocoJpeg, collate
-from jpegfreq.stats import Stats, compute_detection_stats
-from jpegfreq.synthetic import make_shapes_dataset
+from jpegfreq.models import load_model
 from jpegfreq.models.detection import build_detector
+from jpegfreq.runtime import Context, ShardSampler, fill_defaults, write_json
+from jpegfreq.stats import compute_detection_stats, detection_stats_geometry
+from jpegfreq.synthetic import make_shapes_dataset
 
-# Defaults that differ between the demo and a real run; a flag given explicitly always wins.
-DEFAULTS = {
-    "task": "segm", "epochs": 12, "batch_size": 2, "min_size": 800, "max_size": 1333,
-    "lr_steps": [8, 11], "warmup_iters": 1000, "box_batch_size_per_image": 512,
-    "rpn_post_nms_top_n": 2000, "detections_per_img": 100, "output_dir": "runs/detect",
-    "eval_before": False, "clip_grad": 0.0, "threads": 0,
-}
-DEMO = {
-    "task": "segm", "epochs": 12, "batch_size": 4, "min_size": 160, "max_size": 200,
-    "lr": 0.02, "lr_steps": [10], "warmup_iters": 20, "box_batch_size_per_image": 128,
-    "rpn_post_nms_top_n": 300, "detections_per_img": 50, "output_dir": "runs/detect_demo",
-    "eval_before": True, "clip_grad": 10.0,
-    # sized for a shared 2-core CPU, where 2 OpenMP threads run several times slower than 1
-    "threads": 1,
-}
-DEMO_DATA = {"train": 60, "val": 20, "size": (256, 256), "size_jitter": 0.15}
-
-
-# ---------------------------------------------------------------------------
-# Processes
-# ---------------------------------------------------------------------------
-
-def init_distributed(args):
-    """DDP from torchrun's RANK / LOCAL_RANK / WORLD_SIZE; single process otherwise."""
-    args.rank, args.world_size, args.local_rank = 0, 1, 0
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        args.rank = int(os.environ["RANK"])
-        args.world_size = int(os.environ["WORLD_SIZE"])
-        args.local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    args.distributed = args.world_size > 1
-    if args.distributed:
-        backend = "nccl" if args.device.startswith("cuda") else "gloo"
-        if args.device.startswith("cuda"):
-            torch.cuda.set_device(args.local_rank)
-            args.device = f"cuda:{args.local_rank}"
-        torch.distributed.init_process_group(backend)
-
-
-def is_main(args):
-    return args.rank == 0
-
-
-def log(args, *msg):
-    if is_main(args):
-        print(*msg, flush=True)
+# flag defaults of a COCO run and of the demo (jpegfreq/presets.py; figures in docs/detection.md);
+# a flag given explicitly always wins
+DEFAULTS, DEMO = runtime.preset("detect"), runtime.preset("detect-demo")
+__all__ = ["DEFAULTS", "DEMO", "fill_defaults", "get_args_parser", "main"]
 
 
 # ---------------------------------------------------------------------------
@@ -102,25 +60,37 @@ def make_dataset(args, root, ann, train, stats, masks):
                     seed=args.seed, masks=masks)
 
 
-def resolve_stats(args, train_set):
-    """The normalisation the cubes get: --stats FILE, else pooled over training images."""
+def resolve_stats(args, ctx, train_set):
+    """The normalisation the cubes get (none for rgb): --stats FILE, OUTPUT/stats.json when it
+    was pooled with the same settings, else pooled over the first --stats-images training
+    cubes and cached there."""
     if args.source == "rgb":
         return None
-    if args.stats:
-        return Stats.load(args.stats)
-    if train_set is None:
-        raise SystemExit("--stats FILE is needed without training data (or --evaluate a "
-                         "checkpoint, which carries its statistics)")
-    n = min(args.stats_images, len(train_set))
-    log(args, f"computing statistics of {n} training cubes ({args.channels}, {args.source}, "
-              f"{args.min_size}/{args.max_size})")
-    stats = compute_detection_stats(train_set, limit=n, progress=is_main(args) and args.progress)
-    if args.output_dir and is_main(args):
-        stats.save(os.path.join(args.output_dir, "stats.json"))
-    return stats
+    geometry = detection_stats_geometry(args.min_size, args.max_size)
+    key = {"channels": train_set.channels.spec, "source": args.source, "geometry": geometry,
+           "train_dir": os.path.abspath(args.data), "train_ann": os.path.abspath(args.ann),
+           "limit": int(args.stats_images)}
+
+    def compute():
+        n = min(args.stats_images, len(train_set))
+        return (compute_detection_stats(train_set, limit=n, progress=ctx.main and args.progress),
+                f"{n} training cubes ({args.channels}, {args.source}, "
+                f"{args.min_size}/{args.max_size})")
+
+    return runtime.resolve_stats(ctx, given=args.stats,
+                                 cache=os.path.join(args.output_dir, "stats.json"), key=key,
+                                 compute=compute, channels=train_set.channels,
+                                 source=args.source, geometry=geometry)
 
 
-def make_model(args, num_classes, backbone_weights=None):
+def arch_name(task, source):
+    net = "maskrcnn" if task == "segm" else "fasterrcnn"
+    return f"{net}_resnet50_fpn_rgb" if source == "rgb" else f"{net}_resnet50_dct_fpn"
+
+
+def detector_kwargs(args):
+    """The build_detector keyword arguments that shape the modules (the checkpoint's
+    model_kwargs, so that load_model rebuilds the same network without the weights file)."""
     kw = {
         "box_batch_size_per_image": args.box_batch_size_per_image,
         "rpn_pre_nms_top_n_train": args.rpn_post_nms_top_n,
@@ -130,20 +100,33 @@ def make_model(args, num_classes, backbone_weights=None):
         "box_detections_per_img": args.detections_per_img,
     }
     if args.source != "rgb":
-        kw["backbone_weights"] = backbone_weights
-        # recorded, so that a checkpoint rebuilds the same modules without the weights file
         kw["frozen_bn"] = bool(getattr(args, "frozen_bn", False))
         if args.trainable_layers is not None:
             kw["trainable_layers"] = args.trainable_layers
+    return kw
+
+
+def make_model(args, num_classes, backbone_weights=None):
+    kw = detector_kwargs(args)
+    if args.source != "rgb":
+        kw["backbone_weights"] = backbone_weights
     elif backbone_weights is not None:
         raise SystemExit("--backbone-weights loads a resnet50_dct; the RGB baseline trains "
                          "from scratch here")
     return build_detector(args.task, args.source, args.channels, num_classes, **kw)
 
 
-def arch_name(task, source):
-    net = "maskrcnn" if task == "segm" else "fasterrcnn"
-    return f"{net}_resnet50_fpn_rgb" if source == "rgb" else f"{net}_resnet50_dct_fpn"
+def checkpoint_settings(path, ckpt):
+    """The data settings a detector checkpoint was trained with: source, channels, task
+    ("bbox" | "segm", from its arch), min_size, max_size."""
+    if ckpt.get("task", "classify") != "detect":
+        raise ValueError(f"{path}: a classification checkpoint (train.py --evaluate reads it), "
+                         "not a detector")
+    pre = preprocessing(ckpt)
+    return {"source": pre["source"],
+            "channels": None if pre["channels"] is None else pre["channels"].spec,
+            "task": "segm" if ckpt["arch"].startswith("maskrcnn") else "bbox",
+            "min_size": pre["min_size"], "max_size": pre["max_size"]}
 
 
 class WarmupMultiStep:
@@ -175,11 +158,11 @@ def to_device(images, targets, device):
 # Train / evaluate
 # ---------------------------------------------------------------------------
 
-def train_one_epoch(model, optimizer, scheduler, loader, device, epoch, args):
+def train_one_epoch(model, optimizer, scheduler, loader, device, epoch, args, ctx):
     model.train()
     sums, n = {}, 0
-    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", file=sys.stderr,
-               disable=not (is_main(args) and args.progress), leave=False)
+    bar = runtime.progress(loader, ctx, enabled=args.progress, desc=f"epoch {epoch}",
+                           unit="batch")
     for images, targets in bar:
         images, targets = to_device(images, targets, device)
         losses = model(images, targets)
@@ -204,40 +187,37 @@ def train_one_epoch(model, optimizer, scheduler, loader, device, epoch, args):
 
 
 @torch.no_grad()
-def predict(model, dataset, device, args, batch_size=None):
-    """COCO results (source pixels) for this process's share of dataset; all of them on rank 0."""
+def predict(model, dataset, device, args, ctx, batch_size=None):
+    """COCO results (source pixels) of every image of dataset, each predicted by one rank
+    (ShardSampler), gathered on every rank."""
     net = model.module if hasattr(model, "module") else model
     net.eval()
-    indices = list(range(args.rank, len(dataset), args.world_size))
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, indices), batch_size=batch_size or args.batch_size,
-        shuffle=False, num_workers=args.workers, collate_fn=collate)
+        dataset, batch_size=batch_size or args.batch_size, shuffle=False,
+        sampler=ShardSampler(len(dataset), ctx.rank, ctx.world), num_workers=args.workers,
+        collate_fn=collate)
     results = []
-    for images, targets in tqdm(loader, desc="eval", unit="batch", file=sys.stderr, leave=False,
-                                disable=not (is_main(args) and args.progress)):
+    for images, targets in runtime.progress(loader, ctx, enabled=args.progress, desc="eval",
+                                            unit="batch"):
         images = [im.to(device, torch.float32) for im in images]
         outputs = net(images)
         for t, o in zip(targets, outputs):
             results.extend(dataset.to_coco(t, {k: v.cpu() for k, v in o.items()}))
-    if args.distributed:
-        gathered = [None] * args.world_size
-        torch.distributed.all_gather_object(gathered, results)
-        results = [r for part in gathered for r in part]
-    return results
+    return [r for part in ctx.gather(results) for r in part]
 
 
-def evaluate(model, dataset, device, args):
+def evaluate(model, dataset, device, args, ctx):
     """{"bbox": {...COCO metrics}, "segm": {...} (Mask R-CNN)}, results; metrics on rank 0."""
-    results = predict(model, dataset, device, args)
+    results = predict(model, dataset, device, args, ctx)
     metrics = {}
-    if is_main(args):
+    if ctx.main:
         summary = []
         types = ("bbox", "segm") if args.task == "segm" else ("bbox",)
         for iou_type in types:
             metrics[iou_type] = evaluate_coco(dataset.coco, results, iou_type,
                                               image_ids=dataset.ids, summary_out=summary)
         if args.verbose_eval:
-            print("\n".join(summary), flush=True)
+            ctx.log("\n".join(summary))
     return metrics, results
 
 
@@ -245,94 +225,103 @@ def ap_line(metrics):
     return " ".join(f"{k} AP {metrics[k]['AP']:.4f}" for k in ("bbox", "segm") if k in metrics)
 
 
-# ---------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------
-
 def checkpoint_dict(args, model, optimizer, scheduler, epoch, train_set, stats, history):
+    """The detector checkpoint (jpegfreq.checkpoint's schema, task "detect"): what
+    jpegfreq.models.load_model rebuilds the network from, plus the training state."""
     net = model.module if hasattr(model, "module") else model
-    return {
-        "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "epoch": epoch, "args": vars(args).copy(),
-        "arch": arch_name(args.task, args.source), "task": args.task,
-        "num_classes": train_set.num_classes, "classes": train_set.classes,
-        "cat_ids": train_set.cat_ids, "source": args.source,
+    return runtime.plain({
+        "task": "detect", "arch": arch_name(args.task, args.source), "model": net.state_dict(),
+        "model_kwargs": detector_kwargs(args), "num_classes": train_set.num_classes,
+        "classes": train_set.classes, "cat_ids": train_set.cat_ids, "source": args.source,
         "channels": None if args.source == "rgb" else train_set.channels.spec,
-        "min_size": args.min_size, "max_size": args.max_size,
-        "stats": None if stats is None else stats.to_dict(), "history": history,
-    }
-
-
-def load_detector(checkpoint, args=None):
-    """(model in eval mode, checkpoint dict) of a detect.py checkpoint (path or dict)."""
-    ckpt = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
-    a = argparse.Namespace(**ckpt["args"])
-    model = make_model(a, int(ckpt["num_classes"]))
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt
-
-
-def write_json(path, data):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+        "min_size": args.min_size, "max_size": args.max_size, "stats": stats,
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "epoch": epoch, "args": args, "history": history,
+    })
 
 
 # ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
 
-def run_evaluate(args, device):
-    model, ckpt = load_detector(args.evaluate)
-    for k in ("source", "channels", "min_size", "max_size", "task"):
-        if ckpt.get(k) is not None:
-            setattr(args, k, ckpt[k])
-    stats = Stats.from_dict(ckpt["stats"]) if ckpt.get("stats") else None
+def run_evaluate(args, ctx):
+    ckpt = load_checkpoint(args.evaluate)
+    for k, v in checkpoint_settings(args.evaluate, ckpt).items():
+        setattr(args, k, v)
+    model = load_model(ckpt).to(ctx.device)
+    stats = preprocessing(ckpt)["stats"]
     val_set = make_dataset(args, args.val_data or args.data, args.val_ann, False, stats, False)
     if val_set.cat_ids != list(ckpt["cat_ids"]):
         raise SystemExit(f"{args.val_ann}: categories {val_set.cat_ids[:8]}... differ from the "
                          f"checkpoint's {list(ckpt['cat_ids'])[:8]}...")
-    model.to(device)
     t0 = time.time()
-    metrics, results = evaluate(model, val_set, device, args)
-    if is_main(args):
+    metrics, results = evaluate(model, val_set, ctx.device, args, ctx)
+    if ctx.main:
         if args.predictions:
             write_json(args.predictions, results)
-        log(args, f"evaluated {len(val_set)} images in {time.time() - t0:.1f}s")
-        log(args, ap_line(metrics))
+        ctx.log(f"evaluated {len(val_set)} images in {time.time() - t0:.1f}s")
+        ctx.log(ap_line(metrics))
     return metrics
 
 
 def main(args):
-    init_distributed(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed + args.rank)
-    device = torch.device(args.device)
-    if args.evaluate:
-        return run_evaluate(args, device)
+    """Train (or --evaluate) with args from get_args_parser; no --data (and no --evaluate)
+    is the demo.  Returns the AP history (the metrics with --evaluate)."""
+    ctx = Context(args.device)
+    try:
+        demo = args.data is None and args.evaluate is None
+        preset = runtime.apply_preset(args, *(["detect-demo"] if demo else []), "detect")
+        args.device = str(ctx.device)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        torch.manual_seed(args.seed + ctx.rank)
+        if args.evaluate:
+            return run_evaluate(args, ctx)
+        if demo:
+            write_demo_data(args, ctx, preset["synthetic"])
+        return run_train(args, ctx)
+    finally:
+        ctx.close()
+
+
+def write_demo_data(args, ctx, syn):
+    """The demo's shapes set (deterministic, written once) in OUTPUT/data; points args at it."""
+    root = os.path.join(args.output_dir, "data")
+    if ctx.main:
+        for split in ("train", "val"):
+            if not os.path.exists(os.path.join(root, f"{split}.json")):
+                make_shapes_dataset(root, syn[split], split, seed=args.seed,
+                                    size=tuple(syn["size"]), size_jitter=syn["size_jitter"])
+        ctx.log(f"demo: {syn['train']} train / {syn['val']} val images of shapes "
+                f"(rectangle, ellipse, triangle) in {root}")
+    ctx.barrier()
+    args.data, args.ann = os.path.join(root, "train"), os.path.join(root, "train.json")
+    args.val_data, args.val_ann = os.path.join(root, "val"), os.path.join(root, "val.json")
+
+
+def run_train(args, ctx):
     if not (args.data and args.ann and args.val_ann):
         raise SystemExit("--data, --ann and --val-ann are needed (or no --data for the demo)")
-    if is_main(args):
+    device = ctx.device
+    if ctx.main:
         os.makedirs(args.output_dir, exist_ok=True)
 
     ckpt = None
     if args.resume:
         ckpt = load_checkpoint(args.resume)
-        for k in ("source", "channels", "task", "min_size", "max_size"):
-            if k == "channels" and ckpt.get(k) is not None and args.source != "rgb" and \
-                    ChannelSet.parse(ckpt[k]) == ChannelSet.parse(args.channels):
-                continue
-            if ckpt.get(k) is not None and ckpt[k] != getattr(args, k):
-                log(args, f"resume: using the checkpoint's {k}={ckpt[k]!r}")
-                setattr(args, k, ckpt[k])
+        for k, v in checkpoint_settings(args.resume, ckpt).items():
+            same = v == getattr(args, k) or (k == "channels" and v is not None and
+                                             args.source != "rgb" and
+                                             ChannelSet.parse(v) == ChannelSet.parse(args.channels))
+            if v is not None and not same:
+                ctx.log(f"resume: using the checkpoint's {k}={v!r}")
+                setattr(args, k, v)
 
     probe = make_dataset(args, args.data, args.ann, True, None, False)
     if ckpt is not None:
-        stats = Stats.from_dict(ckpt["stats"]) if ckpt.get("stats") else None
+        stats = preprocessing(ckpt)["stats"]
     else:
-        stats = resolve_stats(args, probe)
+        stats = resolve_stats(args, ctx, probe)
     train_set = make_dataset(args, args.data, args.ann, True, stats, args.task == "segm")
     val_set = make_dataset(args, args.val_data or args.data, args.val_ann, False, stats, False)
     if val_set.cat_ids != train_set.cat_ids:
@@ -341,21 +330,21 @@ def main(args):
     args.frozen_bn = args.source != "rgb" and args.backbone_weights is not None
     model = make_model(args, train_set.num_classes, args.backbone_weights)
     model.to(device)
-    if args.distributed:
+    if ctx.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[args.local_rank] if device.type == "cuda" else None)
+            model, device_ids=[ctx.local_rank] if device.type == "cuda" else None)
 
-    if args.distributed:
+    if ctx.distributed:
         sampler = torch.utils.data.distributed.DistributedSampler(train_set, seed=args.seed)
     else:
         sampler = torch.utils.data.RandomSampler(
             train_set, generator=torch.Generator().manual_seed(args.seed))
-    drop_last = len(train_set) > args.batch_size * args.world_size
+    drop_last = len(train_set) > args.batch_size * ctx.world
     loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, sampler=sampler,
                                          num_workers=args.workers, collate_fn=collate,
                                          drop_last=drop_last)
     if args.lr is None:
-        args.lr = 0.02 * args.batch_size * args.world_size / 16
+        args.lr = 0.02 * args.batch_size * ctx.world / 16
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
@@ -365,151 +354,122 @@ def main(args):
 
     start_epoch, history = 0, []
     if ckpt is not None:
-        (model.module if args.distributed else model).load_state_dict(ckpt["model"])
+        (model.module if ctx.distributed else model).load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, history = int(ckpt["epoch"]), list(ckpt.get("history", []))
-        log(args, f"resumed from {args.resume} after epoch {start_epoch}")
+        ctx.log(f"resumed from {args.resume} after epoch {start_epoch}")
+        del ckpt
 
-    log(args, f"{arch_name(args.task, args.source)} source={args.source} "
-              f"channels={args.channels if args.source != 'rgb' else '-'} "
-              f"train={len(train_set)} val={len(val_set)} classes={train_set.num_classes - 1} "
-              f"sizes={args.min_size}/{args.max_size} batch={args.batch_size}x{args.world_size} "
-              f"lr={args.lr:g} epochs={args.epochs}")
+    ctx.log(f"{arch_name(args.task, args.source)} source={args.source} "
+            f"channels={args.channels if args.source != 'rgb' else '-'} "
+            f"train={len(train_set)} val={len(val_set)} classes={train_set.num_classes - 1} "
+            f"sizes={args.min_size}/{args.max_size} batch={args.batch_size}x{ctx.world} "
+            f"lr={args.lr:g} epochs={args.epochs}")
     t_start = time.time()
     if args.eval_before and start_epoch == 0 and not history:
-        metrics, _ = evaluate(model, val_set, device, args)
-        if is_main(args):
+        metrics, _ = evaluate(model, val_set, device, args, ctx)
+        if ctx.main:
             history.append({"epoch": 0, "loss": None, "train_s": 0.0,
                             **{f"{k}_AP": v["AP"] for k, v in metrics.items()},
                             **{f"{k}_AP50": v["AP50"] for k, v in metrics.items()}})
-            log(args, f"epoch 0 (before training): {ap_line(metrics)}")
+            ctx.log(f"epoch 0 (before training): {ap_line(metrics)}")
 
     train_time = sum(h.get("train_s", 0.0) for h in history)
     for epoch in range(start_epoch, args.epochs):
         train_set.set_epoch(epoch)
-        if args.distributed:
+        if ctx.distributed:
             sampler.set_epoch(epoch)
         t0 = time.time()
-        losses = train_one_epoch(model, optimizer, scheduler, loader, device, epoch + 1, args)
+        losses = train_one_epoch(model, optimizer, scheduler, loader, device, epoch + 1, args, ctx)
         dt = time.time() - t0
         train_time += dt
-        metrics, results = evaluate(model, val_set, device, args)
-        if is_main(args):
+        metrics, results = evaluate(model, val_set, device, args, ctx)
+        if ctx.main:
             history.append({"epoch": epoch + 1, "loss": round(losses.get("loss", float("nan")), 4),
                             "train_s": round(dt, 1),
                             **{f"{k}_AP": v["AP"] for k, v in metrics.items()},
                             **{f"{k}_AP50": v["AP50"] for k, v in metrics.items()}})
-            log(args, f"epoch {epoch + 1}: loss {losses.get('loss', float('nan')):.4f} "
-                      f"{ap_line(metrics)} (train {dt:.0f}s)")
+            ctx.log(f"epoch {epoch + 1}: loss {losses.get('loss', float('nan')):.4f} "
+                    f"{ap_line(metrics)} (train {dt:.0f}s)")
             state = checkpoint_dict(args, model, optimizer, scheduler, epoch + 1, train_set,
                                     stats, history)
             save_checkpoint(os.path.join(args.output_dir, "checkpoint.pth"), state)
             write_json(os.path.join(args.output_dir, "history.json"), history)
             if args.predictions:
                 write_json(args.predictions, results)
+        ctx.barrier()
     total = time.time() - t_start
-    log(args, f"training time {datetime.timedelta(seconds=int(train_time))}, "
-              f"total with evaluation {datetime.timedelta(seconds=int(total))}")
-    if args.distributed:
-        torch.distributed.destroy_process_group()
+    ctx.log(f"training time {datetime.timedelta(seconds=int(train_time))}, "
+            f"total with evaluation {datetime.timedelta(seconds=int(total))}")
     return history
 
 
-def demo(args):
-    """Synthesize the shapes set (deterministic) and train on it with the DEMO settings."""
-    root = os.path.join(args.output_dir, "data")
-    for split in ("train", "val"):
-        ann = os.path.join(root, f"{split}.json")
-        if int(os.environ.get("RANK", 0)) == 0:
-            if not os.path.exists(ann):
-                make_shapes_dataset(root, DEMO_DATA[split], split, seed=args.seed,
-                                    size=DEMO_DATA["size"], size_jitter=DEMO_DATA["size_jitter"])
-        else:
-            while not os.path.exists(ann):     # rank 0 is writing it
-                time.sleep(0.5)
-    args.data, args.ann = os.path.join(root, "train"), os.path.join(root, "train.json")
-    args.val_data, args.val_ann = os.path.join(root, "val"), os.path.join(root, "val.json")
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(f"demo: {DEMO_DATA['train']} train / {DEMO_DATA['val']} val images of shapes "
-              f"(rectangle, ellipse, triangle) in {root}", flush=True)
-    return main(args)
+def _defaults(key, note=""):
+    """"(default: X; demo Y)" of a flag whose default comes from the presets."""
+    def show(v):
+        return " ".join(map(str, v)) if isinstance(v, list) else str(v)
+    demo = f"; demo {show(DEMO[key])}" if key in DEMO and DEMO[key] != DEFAULTS[key] else ""
+    return f"(default: {show(DEFAULTS[key])}{note}{demo})"
 
 
 def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="training images folder (default: none = the demo)")
-    p.add_argument("--ann", help="training COCO json")
-    p.add_argument("--val-data", help="validation images folder (default: --data)")
-    p.add_argument("--val-ann", help="validation COCO json")
-    p.add_argument("--source", default="jpeg-coeffs", choices=["jpeg-coeffs", "spatial", "rgb"],
-                   help="input pipeline (default: jpeg-coeffs)")
-    p.add_argument("--channels", default="24S", help="channel set (default: 24S)")
-    p.add_argument("--task", choices=["bbox", "segm"],
-                   help="bbox: Faster R-CNN; segm: Mask R-CNN (default: segm)")
-    p.add_argument("--epochs", type=int, help="epochs (default: 12)")
-    p.add_argument("--batch-size", type=int, help="images per process (default: 2; demo 4)")
-    p.add_argument("--workers", type=int, default=2, help="data loader processes (default: 2)")
-    p.add_argument("--output-dir", help="checkpoints, stats.json, history.json "
-                                        "(default: runs/detect; demo runs/detect_demo)")
-    p.add_argument("--resume", help="continue from this checkpoint (default: none)")
-    p.add_argument("--evaluate", metavar="CKPT", help="only evaluate this checkpoint on "
-                                                      "--val-ann; prints 'bbox AP X segm AP Y'")
-    p.add_argument("--predictions", help="write the last evaluation's COCO results json here")
-    p.add_argument("--min-size", type=int, help="short side after resize (default: 800; demo 160)")
-    p.add_argument("--max-size", type=int, help="long side limit (default: 1333; demo 200)")
-    p.add_argument("--lr", type=float, help="SGD learning rate (default: 0.02 x total batch / 16; "
-                                            "demo 0.02)")
-    p.add_argument("--momentum", type=float, default=0.9, help="(default: 0.9)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="(default: 1e-4)")
-    p.add_argument("--lr-steps", type=int, nargs="+", help="epochs at which the lr drops "
-                                                           "(default: 8 11; demo 10)")
-    p.add_argument("--lr-gamma", type=float, default=0.1, help="lr drop factor (default: 0.1)")
-    p.add_argument("--warmup-iters", type=int, help="linear warm-up iterations (default: 1000; "
-                                                    "demo 20)")
-    p.add_argument("--clip-grad", type=float, help="clip the gradient norm (default: 0 = off; "
-                                                   "demo 10)")
-    p.add_argument("--stats", help="normalisation statistics json from compute_detection_stats "
-                                   "(default: computed from the training images)")
-    p.add_argument("--stats-images", type=int, default=1000,
-                   help="training images pooled for the statistics (default: 1000)")
-    p.add_argument("--backbone-weights", help="resnet50_dct classification checkpoint for "
-                                              "layer1..layer4 (default: none = from scratch)")
-    p.add_argument("--trainable-layers", type=int, help="trainable stages of layer1..4 from the "
-                                                        "top (default: 4, or 3 with weights)")
-    p.add_argument("--box-batch-size-per-image", type=int,
-                   help="RoIs sampled per image for the heads (default: 512; demo 128)")
-    p.add_argument("--rpn-post-nms-top-n", type=int,
-                   help="proposals kept per image in training, half in eval (default: 2000; "
-                        "demo 300)")
-    p.add_argument("--detections-per-img", type=int, help="(default: 100; demo 50)")
-    p.add_argument("--eval-before", action="store_true", default=None,
-                   help="evaluate before training as epoch 0 (default: off; demo on)")
-    p.add_argument("--verbose-eval", action="store_true", help="print COCOeval's tables")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="(default: cuda when available, else cpu)")
-    p.add_argument("--threads", type=int, help="torch threads (default: 0 = torch's choice; "
-                                               "demo 1)")
-    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    p.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no tqdm bars")
+    a = p.add_argument
+    a("--data", help="training images folder (default: none = the demo)")
+    a("--ann", help="training COCO json")
+    a("--val-data", help="validation images folder (default: --data)")
+    a("--val-ann", help="validation COCO json")
+    a("--source", default="jpeg-coeffs", choices=["jpeg-coeffs", "spatial", "rgb"],
+      help="input pipeline (default: jpeg-coeffs)")
+    a("--channels", default="24S", help="channel set (default: 24S)")
+    a("--task", choices=["bbox", "segm"],
+      help="bbox: Faster R-CNN; segm: Mask R-CNN " + _defaults("task"))
+    a("--epochs", type=int, help="epochs " + _defaults("epochs"))
+    a("--batch-size", type=int, help="images per process " + _defaults("batch_size"))
+    a("--workers", type=int, default=2, help="data loader processes (default: 2)")
+    a("--output-dir", help="checkpoints, stats.json, history.json " + _defaults("output_dir"))
+    a("--resume", help="continue from this checkpoint (default: none)")
+    a("--evaluate", metavar="CKPT", help="only evaluate this checkpoint on --val-ann; prints "
+                                         "'bbox AP X segm AP Y'")
+    a("--predictions", help="write the last evaluation's COCO results json here")
+    a("--min-size", type=int, help="short side after resize " + _defaults("min_size"))
+    a("--max-size", type=int, help="long side limit " + _defaults("max_size"))
+    a("--lr", type=float, help="SGD learning rate (default: 0.02 x total batch / 16; demo "
+                               f"{DEMO['lr']})")
+    a("--momentum", type=float, default=0.9, help="(default: 0.9)")
+    a("--weight-decay", type=float, default=1e-4, help="(default: 1e-4)")
+    a("--lr-steps", type=int, nargs="+", help="epochs at which the lr drops "
+                                              + _defaults("lr_steps"))
+    a("--lr-gamma", type=float, default=0.1, help="lr drop factor (default: 0.1)")
+    a("--warmup-iters", type=int, help="linear warm-up iterations " + _defaults("warmup_iters"))
+    a("--clip-grad", type=float, help="clip the gradient norm " + _defaults("clip_grad", " = off"))
+    a("--stats", help="normalisation statistics json from compute_detection_stats "
+                      "(default: computed from the training images, cached in "
+                      "OUTPUT/stats.json)")
+    a("--stats-images", type=int, default=1000,
+      help="training images pooled for the statistics (default: 1000)")
+    a("--backbone-weights", help="resnet50_dct classification checkpoint for layer1..layer4 "
+                                 "(default: none = from scratch)")
+    a("--trainable-layers", type=int, help="trainable stages of layer1..4 from the top "
+                                           "(default: 4, or 3 with weights)")
+    a("--box-batch-size-per-image", type=int,
+      help="RoIs sampled per image for the heads " + _defaults("box_batch_size_per_image"))
+    a("--rpn-post-nms-top-n", type=int,
+      help="proposals kept per image in training, half in eval "
+           + _defaults("rpn_post_nms_top_n"))
+    a("--detections-per-img", type=int, help=_defaults("detections_per_img"))
+    a("--eval-before", action="store_true", default=None,
+      help="evaluate before training as epoch 0 (default: off; demo on)")
+    a("--verbose-eval", action="store_true", help="print COCOeval's tables")
+    a("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+      help="(default: cuda when available, else cpu)")
+    a("--threads", type=int, help="torch threads " + _defaults("threads", " = torch's choice"))
+    a("--seed", type=int, default=0, help="(default: 0)")
+    a("--no-progress", dest="progress", action="store_false", help="no tqdm bars")
     return p
 
 
-def fill_defaults(args, table):
-    for k, v in table.items():
-        if getattr(args, k, None) is None:
-            setattr(args, k, list(v) if isinstance(v, list) else v)
-    return args
-
-
 if __name__ == "__main__":
-    a = get_args_parser().parse_args()
-    if a.data is None and a.evaluate is None:
-        fill_defaults(a, DEMO)
-        fill_defaults(a, DEFAULTS)
-        demo(a)
-    else:
-        fill_defaults(a, DEFAULTS)
-        main(a)
+    main(get_args_parser().parse_args())

@@ -33,7 +33,9 @@ and appends one JSON line to OUTPUT/log.jsonl.  Normalization statistics are com
 over the training set once and cached in OUTPUT/stats.json (or given with --stats).
 """
 import argparse
+import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -42,95 +44,27 @@ import time
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 import jpegfreq
+from jpegfreq import runtime
 from jpegfreq.channels import ChannelSet
 from jpegfreq.models import build_model, load_model
-from jpegfreq.checkpoint import (load_checkpoint, preprocessing,
-                                 save_checkpoint)
+from jpegfreq.checkpoint import load_checkpoint, preprocessing, save_checkpoint
 from jpegfreq.datasets import BadImageError, JpegFolder, collate_skip_bad, default_size
 from jpegfreq.geometry import eval_geometry
-from jpegfreq.stats import Stats, StatsAccumulator
+from jpegfreq.runtime import Context, ShardSampler, write_json, write_text
+from jpegfreq.stats import StatsAccumulator
 
 RGB_224_ELEMENTS = 224 * 224 * 3
-# The demo's defaults: a few CPU minutes on two cores (see docs/train.md for the figures)
-DEMO = {"classes": 6, "train_per_class": 60, "val_per_class": 20, "epochs": 8,
-        "output_dir": "demo-out", "lr": 0.02, "lr_schedule": "cosine", "lr_warmup_epochs": 1}
-
-
-# ---------------------------------------------------------------------------
-# Process context: distributed or not, rank 0 speaks
-# ---------------------------------------------------------------------------
-
-class Context:
-    """Rank, world size and device of this process; only rank 0 prints and writes."""
-
-    def __init__(self, device_arg=None):
-        self.distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-        self.rank = int(os.environ.get("RANK", 0))
-        self.world = int(os.environ.get("WORLD_SIZE", 1))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        want = device_arg or ("cuda" if torch.cuda.is_available() else "cpu")
-        if want.startswith("cuda") and self.distributed:
-            torch.cuda.set_device(self.local_rank)
-            want = f"cuda:{self.local_rank}"
-        self.device = torch.device(want)
-        if self.distributed and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-
-    @property
-    def main(self):
-        return self.rank == 0
-
-    def log(self, *a, **kw):
-        if self.main:
-            print(*a, **kw, flush=True)
-
-    def barrier(self):
-        if self.distributed:
-            dist.barrier()
-
-    def all_sum(self, values):
-        """Sum a list of numbers over all ranks (float64)."""
-        if not self.distributed:
-            return [float(v) for v in values]
-        t = torch.tensor([float(v) for v in values], dtype=torch.float64)
-        dist.all_reduce(t)
-        return t.tolist()
-
-    def all_min(self, value):
-        if not self.distributed:
-            return value
-        t = torch.tensor([float(value)], dtype=torch.float64)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return t.item()
-
-    def close(self):
-        if self.distributed and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-class ShardSampler(Sampler):
-    """Indices rank, rank + world, ...: every sample exactly once over all ranks (eval)."""
-
-    def __init__(self, n, rank=0, world=1):
-        self.indices = list(range(rank, n, world))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self):
-        return len(self.indices)
+# flag defaults with --data and for the demo (jpegfreq/presets.py; figures in docs/train.md)
+TRAIN, DEMO = runtime.preset("train"), runtime.preset("train-demo")
 
 
 def progress(iterable=None, ctx=None, args=None, **kw):
-    from tqdm import tqdm
-    disable = (ctx is not None and not ctx.main) or (args is not None and args.no_progress)
-    return tqdm(iterable, disable=disable, file=sys.stderr, dynamic_ncols=True, leave=False, **kw)
+    return runtime.progress(iterable, ctx, enabled=args is None or not args.no_progress, **kw)
 
 
 # ---------------------------------------------------------------------------
@@ -156,12 +90,12 @@ def get_args_parser(add_help=True):
       help='channel set: preset, custom spec, or "top N of HEATMAP.json" (default: 24S; '
            "ignored for --source rgb; --gate uses all 192)")
     a("--arch", default=None, choices=["resnet50", "mobilenetv2", "resnet18"],
-      help="network (default: resnet50 with --data, resnet18 for the demo)")
+      help=f"network (default: {TRAIN['arch']} with --data, {DEMO['arch']} for the demo)")
     a("--size", type=int, default=None,
       help="crop side in pixels (default: 448 for resnets -> 56x56 cubes, 896 for "
            "mobilenetv2, 224 for --source rgb)")
     a("--epochs", type=int, default=None,
-      help=f"epochs (default: 90; demo: {DEMO['epochs']})")
+      help=f"epochs (default: {TRAIN['epochs']}; demo: {DEMO['epochs']})")
     a("--batch-size", type=int, default=32, help="images per process and step (default: 32)")
     a("--workers", type=int, default=min(8, os.cpu_count() or 1),
       help="data loading processes per training process (default: min(8, CPU count))")
@@ -172,15 +106,16 @@ def get_args_parser(add_help=True):
     a("--weight-decay", type=float, default=4e-5, help="weight decay (default: 4e-5)")
     a("--lr-schedule", default=None, choices=["step", "cosine"],
       help="step: x lr-gamma every --lr-step epochs; cosine: to 0 over --epochs "
-           "(default: step; demo: cosine)")
+           f"(default: {TRAIN['lr_schedule']}; demo: {DEMO['lr_schedule']})")
     a("--lr-step", type=int, default=30,
       help="epochs between steps of the step schedule (default: 30)")
     a("--lr-gamma", type=float, default=0.1, help="factor of the step schedule (default: 0.1)")
     a("--lr-warmup-epochs", type=int, default=None,
       help="ramp the learning rate up linearly over the first N epochs, step by step "
-           "(default: 0; demo: 1)")
+           f"(default: {TRAIN['lr_warmup_epochs']}; demo: {DEMO['lr_warmup_epochs']})")
     a("--output-dir", default=None,
-      help="checkpoints, logs, stats, heat map (default: out; demo: demo-out)")
+      help=f"checkpoints, logs, stats, heat map (default: {TRAIN['output_dir']}; demo: "
+           f"{DEMO['output_dir']})")
     a("--resume", default=None, metavar="CKPT|auto",
       help="resume from a checkpoint; 'auto' takes OUTPUT/checkpoint.pth when present "
            "(default: start fresh)")
@@ -375,18 +310,12 @@ def evaluate(model, criterion, loader, device, args, ctx, heatmap=None, predicti
     keys = ["loss", "c1", "c5", "n", "bad"]
     pooled = dict(zip(keys, ctx.all_sum([sums[k] for k in keys])))
     if heatmap is not None and ctx.distributed:
-        t = torch.cat([heatmap.open_counts,
-                       torch.tensor([float(heatmap.samples)], dtype=torch.float64)])
-        dist.all_reduce(t)
+        t = ctx.all_reduce_(torch.cat([heatmap.open_counts,
+                                       torch.tensor([float(heatmap.samples)], dtype=torch.float64)]))
         heatmap.open_counts, heatmap.samples = t[:-1].clone(), int(t[-1].item())
     if predictions is not None:
-        if ctx.distributed:
-            parts = [None] * ctx.world
-            dist.all_gather_object(parts, local_pred)
-            for part in parts:
-                predictions.update(part)
-        else:
-            predictions.update(local_pred)
+        for part in ctx.gather(local_pred):
+            predictions.update(part)
     n = max(pooled["n"], 1.0)
     return {"loss": pooled["loss"] / n, "acc1": 100 * pooled["c1"] / n,
             "acc5": 100 * pooled["c5"] / n, "images": int(pooled["n"]),
@@ -403,78 +332,50 @@ def _loader(ds, args, sampler, batch_size, device, drop_last=False):
                       drop_last=drop_last, persistent_workers=False)
 
 
-def _stats_key(args, data, cs, source, size):
-    return {"channels": None if cs is None else cs.spec, "source": source, "size": [size, size],
-            "train_dir": os.path.abspath(os.path.join(data, args.train_split)),
-            "limit": int(args.stats_limit)}
-
-
 def resolve_stats(args, ctx, data, cs, source, size, out_dir):
-    """The Stats to normalize with: --stats, the cache OUTPUT/stats.json, or computed."""
-    geometry = eval_geometry(size)
-    if args.stats:
-        st = Stats.load(args.stats)
-        st.scale_offset(cs, source, geometry)    # raises when channels/size/source disagree
-        ctx.log(f"stats: {args.stats} ({st.count} positions per channel)")
-        return st
-    cache = os.path.join(out_dir, "stats.json")
-    key = _stats_key(args, data, cs, source, size)
-    if os.path.exists(cache):
-        try:
-            with open(cache) as f:
-                d = json.load(f)
-            if all(d.get(k) == v for k, v in key.items()):
-                ctx.log(f"stats: reusing {cache}")
-                return Stats.from_dict(d)
-            ctx.log(f"stats: {cache} is for other settings; recomputing")
-        except (OSError, ValueError):
-            ctx.log(f"stats: {cache} is unreadable; recomputing")
-    ds = JpegFolder(data, args.train_split, source, cs, size, train=False, stats=None,
-                    on_bad_image="skip")
-    index = np.arange(len(ds))
-    if args.stats_limit and args.stats_limit < len(ds):
-        index = np.sort(np.random.default_rng(args.seed).choice(len(ds), args.stats_limit,
-                                                                replace=False))
-    shard = index[ctx.rank::ctx.world].tolist()
-    loader = _loader(ds, args, shard, 16, torch.device("cpu"))
-    acc = StatsAccumulator(3 if cs is None else cs.count)
-    bad = 0
-    for x, _, n_bad, *_ in progress(loader, ctx=ctx, args=args, desc="stats", unit="batch"):
-        bad += n_bad
-        if x is not None:
-            acc.update(x.transpose(0, 1).numpy())
-    if ctx.distributed:
-        t = torch.cat([torch.from_numpy(acc.s1), torch.from_numpy(acc.s2),
-                       torch.tensor([float(acc.n), float(bad)], dtype=torch.float64)])
-        dist.all_reduce(t)
-        c = len(acc.s1)
-        acc.s1, acc.s2 = t[:c].numpy().copy(), t[c:2 * c].numpy().copy()
-        acc.n, bad = int(t[2 * c].item()), int(t[2 * c + 1].item())
-    st = acc.result(cs, source, (size, size), geometry.to_dict())
-    if ctx.main:
-        os.makedirs(out_dir, exist_ok=True)
-        d = st.to_dict()
-        d.update(key)
-        tmp = f"{cache}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(d, f, indent=1)
-        os.replace(tmp, cache)
-    ctx.log(f"stats: computed over {len(index) - bad} training images"
-            f"{f' ({bad} unreadable skipped)' if bad else ''}, cached in {cache}")
-    return st
+    """The Stats to normalize with: --stats, the cache OUTPUT/stats.json, or computed over
+    the training set's eval-geometry cubes (sharded over the ranks, sums pooled)."""
+    key = {"channels": None if cs is None else cs.spec, "source": source, "size": [size, size],
+           "train_dir": os.path.abspath(os.path.join(data, args.train_split)),
+           "limit": int(args.stats_limit)}
+
+    def compute():
+        ds = JpegFolder(data, args.train_split, source, cs, size, train=False, stats=None,
+                        on_bad_image="skip")
+        index = np.arange(len(ds))
+        if args.stats_limit and args.stats_limit < len(ds):
+            index = np.sort(np.random.default_rng(args.seed).choice(len(ds), args.stats_limit,
+                                                                    replace=False))
+        loader = _loader(ds, args, index[ctx.rank::ctx.world].tolist(), 16, torch.device("cpu"))
+        acc = StatsAccumulator(3 if cs is None else cs.count)
+        bad = 0
+        for x, _, n_bad, *_ in progress(loader, ctx=ctx, args=args, desc="stats", unit="batch"):
+            bad += n_bad
+            if x is not None:
+                acc.update(x.transpose(0, 1).numpy())
+        if ctx.distributed:
+            t = ctx.all_reduce_(torch.cat([torch.from_numpy(acc.s1), torch.from_numpy(acc.s2),
+                                           torch.tensor([float(acc.n), float(bad)],
+                                                        dtype=torch.float64)]))
+            c = len(acc.s1)
+            acc.s1, acc.s2 = t[:c].numpy().copy(), t[c:2 * c].numpy().copy()
+            acc.n, bad = int(t[2 * c].item()), int(t[2 * c + 1].item())
+        what = (f"{len(index) - bad} training images"
+                f"{f' ({bad} unreadable skipped)' if bad else ''}")
+        return acc.result(cs, source, (size, size), eval_geometry(size).to_dict()), what
+
+    return runtime.resolve_stats(ctx, given=args.stats, cache=os.path.join(out_dir, "stats.json"),
+                                 key=key, compute=compute, channels=cs, source=source,
+                                 geometry=eval_geometry(size))
 
 
 def write_predictions(path, dataset, predictions):
     """CSV lines 'path,predicted class index' in data-set order (-1: not predicted)."""
-    import csv
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        for i, (p, _) in enumerate(dataset.samples):
-            w.writerow([p, predictions.get(i, -1)])
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for i, (p, _) in enumerate(dataset.samples):
+        w.writerow([p, predictions.get(i, -1)])
+    write_text(path, buf.getvalue(), newline="")
 
 
 def state_digest(module) -> str:
@@ -576,44 +477,35 @@ def main(args):
 
 def run_train(args, ctx):
     t_start = time.perf_counter()
+    if args.demo and args.data is not None:
+        raise SystemExit("train.py: error: --demo writes its own data; drop --data (or --demo)")
     demo = args.data is None
-    if demo and args.evaluate is None:
-        args.demo = True
-    source = args.source or "jpeg-coeffs"
-    if args.gate and source == "rgb":
-        raise SystemExit("train.py: error: --gate needs a coefficient source, not rgb")
-    arch = args.arch or ("resnet18" if demo else "resnet50")
-    cs = None if source == "rgb" else ChannelSet.parse("192" if args.gate else args.channels)
-    size = args.size or default_size(source, arch)
-    epochs = args.epochs if args.epochs is not None else (DEMO["epochs"] if demo else 90)
-    out_dir = args.output_dir or (DEMO["output_dir"] if demo else "out")
-    lr = args.lr if args.lr is not None else (
-        DEMO["lr"] if demo else 0.1 * args.batch_size * ctx.world / 256)
-    if args.lr_schedule is None:
-        args.lr_schedule = DEMO["lr_schedule"] if demo else "step"
-    if args.lr_warmup_epochs is None:
-        args.lr_warmup_epochs = DEMO["lr_warmup_epochs"] if demo else 0
+    args.demo = demo
+    preset = runtime.apply_preset(args, *(["train-demo"] if demo else []), "train")
+    if args.lr is None:
+        args.lr = 0.1 * args.batch_size * ctx.world / 256
     if args.amp is None:
         args.amp = ctx.device.type == "cuda"
+    if args.gate and args.source == "rgb":
+        raise SystemExit("train.py: error: --gate needs a coefficient source, not rgb")
+    source, arch, epochs, out_dir, lr = args.source, args.arch, args.epochs, args.output_dir, args.lr
+    cs = None if source == "rgb" else ChannelSet.parse("192" if args.gate else args.channels)
+    size = args.size = args.size or default_size(source, arch)
     device = ctx.device
     if ctx.main:
         os.makedirs(out_dir, exist_ok=True)
 
     if demo:
         from jpegfreq.synthetic import make_dataset
-        data = os.path.join(out_dir, "synthetic")
+        syn = preset["synthetic"]
+        args.data = os.path.join(out_dir, "synthetic")
         if ctx.main:
-            ctx.log(f"demo: synthesizing {DEMO['classes']} classes x ({DEMO['train_per_class']} "
-                    f"train + {DEMO['val_per_class']} val) JPEGs into {data}")
-            make_dataset(data, DEMO["classes"], DEMO["train_per_class"], DEMO["val_per_class"],
+            ctx.log(f"demo: synthesizing {syn['classes']} classes x ({syn['train_per_class']} "
+                    f"train + {syn['val_per_class']} val) JPEGs into {args.data}")
+            make_dataset(args.data, syn["classes"], syn["train_per_class"], syn["val_per_class"],
                          seed=args.seed, progress=not args.no_progress)
         ctx.barrier()
-    else:
-        data = args.data
-    args.data = data
-    # the resolved settings go into checkpoints and the log
-    args.source, args.arch, args.size, args.epochs, args.output_dir, args.lr = \
-        source, arch, size, epochs, out_dir, lr
+    data = args.data   # args now holds the resolved settings, for checkpoints and the log
 
     resume = args.resume
     if resume == "auto":
@@ -689,7 +581,7 @@ def run_train(args, ctx):
             f"{device}, batch {args.batch_size}/process, lr {lr:g} ({args.lr_schedule}), "
             f"epochs {start_epoch}..{epochs - 1}")
 
-    base = {"arch": arch, "num_classes": num_classes, "classes": train_ds.classes,
+    base = {"task": "classify", "arch": arch, "num_classes": num_classes, "classes": train_ds.classes,
             "source": source, "channels": None if cs is None else cs.spec, "size": size,
             "geometry": eval_geometry(size).to_dict(),
             "stats": None if stats is None else stats.to_dict(), "gate": bool(args.gate)}
@@ -702,7 +594,7 @@ def run_train(args, ctx):
         if ctx.distributed:
             # each rank updated BatchNorm statistics with its own batches: take rank 0's
             for b in module.buffers():
-                dist.broadcast(b, 0)
+                ctx.broadcast_(b)
         val = evaluate(module, criterion, val_loader, device, args, ctx)
         lr_now = optimizer.param_groups[0]["lr"]
         scheduler.step()
@@ -722,12 +614,13 @@ def run_train(args, ctx):
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             state = dict(base, model=module.state_dict(), optimizer=optimizer.state_dict(),
-                         scheduler=scheduler.state_dict(), epoch=epoch, args=dict(vars(args)),
+                         scheduler=scheduler.state_dict(), epoch=epoch, args=args,
                          best_acc1=best_acc1)
             if scaler is not None:
                 state["scaler"] = scaler.state_dict()
             if gate_optimizer is not None:
                 state["gate_optimizer"] = gate_optimizer.state_dict()
+            state = runtime.plain(state)
             save_checkpoint(os.path.join(out_dir, "checkpoint.pth"), state)
             if is_best:
                 save_checkpoint(os.path.join(out_dir, "best.pth"), state)
@@ -747,8 +640,7 @@ def run_train(args, ctx):
         evaluate(module, criterion, val_loader, device, args, ctx, heatmap=heat, desc="heat map")
         if ctx.main and heat.samples:
             hm = heat.to_json(ChannelSet.parse("192").names)
-            with open(os.path.join(out_dir, "heatmap.json"), "w") as f:
-                json.dump(hm, f, indent=1)
+            write_json(os.path.join(out_dir, "heatmap.json"), hm)
             plot_heatmap(hm, os.path.join(out_dir, "heatmap.png"))
             s = summarize(hm["frequency"])
             ctx.log(f"heat map over {hm['samples']} val images: mean open Y {s['Y']:.2f}, "
@@ -765,8 +657,7 @@ def run_train(args, ctx):
             ctx.log(f"predictions: {args.predictions}")
 
     if args.debug_dump_weights:
-        with open(os.path.join(out_dir, f"rank{ctx.rank}.sha"), "w") as f:
-            f.write(state_digest(module) + "\n")
+        write_text(os.path.join(out_dir, f"rank{ctx.rank}.sha"), state_digest(module) + "\n")
 
     if val is None and ctx.main:
         ctx.log(f"nothing to train: epoch {start_epoch} >= --epochs {epochs}")
@@ -796,8 +687,7 @@ def _truncate_log(path, start_epoch):
                 keep.append(ln)
         except (ValueError, KeyError):
             continue
-    with open(path, "w") as f:
-        f.writelines(keep)
+    write_text(path, "".join(keep))
 
 
 def _bad_image_message(e):

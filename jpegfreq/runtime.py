@@ -1,0 +1,321 @@
+"""What train.py and detect.py share around their loops: processes, files, statistics, presets.
+
+    ctx = Context(device=None)          # torchrun's RANK / WORLD_SIZE / LOCAL_RANK, or one process
+    ctx.rank, ctx.world, ctx.local_rank, ctx.device, ctx.backend, ctx.distributed, ctx.main
+    ctx.log(...)                        # prints on rank 0 only (flushed)
+    ctx.barrier(); ctx.all_sum([..]); ctx.all_min(x); ctx.all_reduce_(t); ctx.broadcast_(t)
+    ctx.gather(obj)                     # [obj of rank 0, obj of rank 1, ...] on every rank
+    ShardSampler(n, rank, world)        # evaluation: every index exactly once over all ranks
+    progress(iterable, ctx, enabled)    # tqdm on stderr, rank 0 only
+    write_json(path, data); write_text(path, text)    # atomic: temporary file, then rename
+    plain(obj)                          # checkpoint contents as tensors and plain data only
+    resolve_stats(ctx, given=, cache=, key=, ...)     # --stats, a cached stats.json, or computed
+    check_stats(stats, path, channels, source, geometry)
+    apply_preset(args, "train-demo", "train")         # flag defaults from jpegfreq.presets
+
+Only the scripts import this module; it needs torch for the process context and never imports
+the networks.  Checkpoints are written with jpegfreq.checkpoint.save_checkpoint (atomic too).
+"""
+import argparse
+import copy
+import json
+import os
+import sys
+from collections import OrderedDict
+
+import numpy as np
+
+from .presets import PRESETS
+from .stats import Stats
+
+# preset entries that are not command-line flags
+PRESET_EXTRAS = ("synthetic",)
+
+
+# ---------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------
+
+def backend_for(device) -> str:
+    """The torch.distributed backend for a device: nccl for CUDA, gloo otherwise."""
+    return "nccl" if str(device).startswith("cuda") else "gloo"
+
+
+class Context:
+    """Rank, world size, local rank and device of this process; rank 0 prints and writes.
+
+    Distributed when torchrun's RANK and WORLD_SIZE say more than one process (the process
+    group is created here, nccl on CUDA, gloo on CPU); otherwise one process, rank 0 of 1.
+    device (default cuda when available, else cpu): under torchrun a CUDA device becomes
+    cuda:LOCAL_RANK.  The collective helpers are no-ops in one process.
+    """
+
+    def __init__(self, device=None):
+        import torch
+        import torch.distributed as dist
+        self._dist = dist
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.distributed = "RANK" in os.environ and self.world > 1
+        want = str(device) if device else ("cuda" if torch.cuda.is_available() else "cpu")
+        if want.startswith("cuda") and self.distributed:
+            torch.cuda.set_device(self.local_rank)
+            want = f"cuda:{self.local_rank}"
+        self.device = torch.device(want)
+        self.backend = backend_for(want)
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group(self.backend)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def log(self, *a, **kw):
+        if self.main:
+            print(*a, **kw, flush=True)
+
+    def barrier(self):
+        if self.distributed:
+            self._dist.barrier()
+
+    def _reduce(self, values, op):
+        import torch
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self._comm_device)
+        self._dist.all_reduce(t, op=op)
+        return t.cpu().tolist()
+
+    @property
+    def _comm_device(self):
+        # nccl reduces CUDA tensors only; gloo takes CPU tensors
+        import torch
+        return self.device if self.backend == "nccl" else torch.device("cpu")
+
+    def all_sum(self, values):
+        """A list of numbers summed over all ranks (as floats)."""
+        if not self.distributed:
+            return [float(v) for v in values]
+        return self._reduce(values, self._dist.ReduceOp.SUM)
+
+    def all_min(self, value):
+        """The smallest of one number over all ranks."""
+        if not self.distributed:
+            return value
+        return self._reduce([value], self._dist.ReduceOp.MIN)[0]
+
+    def all_reduce_(self, tensor):
+        """Sum a tensor over all ranks in place (moved to the backend's device and back)."""
+        if self.distributed:
+            t = tensor.to(self._comm_device)
+            self._dist.all_reduce(t)
+            if t is not tensor:
+                tensor.copy_(t)
+        return tensor
+
+    def broadcast_(self, tensor, src=0):
+        """Overwrite a tensor with rank src's, in place."""
+        if self.distributed:
+            t = tensor.to(self._comm_device)
+            self._dist.broadcast(t, src)
+            if t is not tensor:
+                tensor.copy_(t)
+        return tensor
+
+    def gather(self, obj):
+        """Every rank's obj (picklable), in rank order, on every rank."""
+        if not self.distributed:
+            return [obj]
+        parts = [None] * self.world
+        self._dist.all_gather_object(parts, obj)
+        return parts
+
+    def close(self):
+        if self.distributed and self._dist.is_initialized():
+            self._dist.destroy_process_group()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ShardSampler:
+    """Indices rank, rank + world, ... of range(n): over all ranks every index exactly once,
+    none repeated or padded (unlike DistributedSampler), so pooled evaluation sums are exact.
+    Usable as a DataLoader sampler."""
+
+    def __init__(self, n: int, rank: int = 0, world: int = 1):
+        if world < 1 or not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in a world of {world}")
+        self.indices = range(rank, int(n), world)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def progress(iterable=None, ctx=None, enabled=True, **kw):
+    """A tqdm bar on stderr, shown on rank 0 only and only when enabled."""
+    from tqdm import tqdm
+    disable = not enabled or (ctx is not None and not ctx.main)
+    return tqdm(iterable, disable=disable, file=sys.stderr, dynamic_ncols=True, leave=False, **kw)
+
+
+# ---------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------
+
+def _atomic(path, write, newline=None):
+    """write(f) into a temporary file beside path, then rename it over path: a reader sees
+    the old file or the new one, never a part; on failure the old file is left as it was."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", newline=newline) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_text(path, text: str, newline=None) -> None:
+    """Write a text file atomically."""
+    _atomic(path, lambda f: f.write(text), newline)
+
+
+def write_json(path, data, indent=1) -> None:
+    """Write a json file atomically."""
+    _atomic(path, lambda f: json.dump(data, f, indent=indent))
+
+
+def plain(obj, where="checkpoint"):
+    """obj as tensors and plain data only (None, bool, int, float, str, lists, tuples, dicts),
+    which torch.load(weights_only=True) reads back: argparse Namespaces and objects with a
+    to_dict() become dicts, numpy arrays lists, numpy scalars numbers.  Anything else is a
+    ValueError naming where it sits (as jpegfreq.checkpoint.save_checkpoint would raise)."""
+    import torch
+    if isinstance(obj, np.generic):      # before float: np.float64 is a float subclass
+        return obj.item()
+    if obj is None or type(obj) in (bool, int, float, str):
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, argparse.Namespace):
+        obj = vars(obj)
+    elif hasattr(obj, "to_dict") and not isinstance(obj, dict):
+        obj = obj.to_dict()
+    if isinstance(obj, dict):
+        # state dicts stay OrderedDicts with their _metadata (module versions)
+        out = OrderedDict() if isinstance(obj, OrderedDict) else {}
+        for k, v in obj.items():
+            if type(k) not in (str, int):
+                raise ValueError(f"{where}: key {k!r} is not a string or an integer")
+            out[k] = plain(v, f"{where}[{k!r}]")
+        if isinstance(obj, OrderedDict) and isinstance(getattr(obj, "_metadata", None), dict):
+            out._metadata = plain(obj._metadata, f"{where}._metadata")
+        return out
+    if isinstance(obj, tuple):
+        return tuple(plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
+    if isinstance(obj, list):
+        return [plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    raise ValueError(f"{where}: {type(obj).__name__} is not plain data (checkpoints hold "
+                    "tensors, numbers, strings, lists and dicts only)")
+
+
+# ---------------------------------------------------------------------------
+# Normalisation statistics
+# ---------------------------------------------------------------------------
+
+def check_stats(stats: Stats, path, channels, source, geometry=None) -> Stats:
+    """stats, when they normalise these inputs (Stats.check: the channel set, the source
+    kind, the geometry: an eval Geometry for classification cubes, a detection record for
+    detection cubes); else a ValueError naming path and the reason."""
+    try:
+        stats.check(channels, source, geometry)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return stats
+
+
+def _load_stats(path, what):
+    try:
+        with open(path) as f:
+            d = json.load(f)
+        if not isinstance(d, dict):
+            raise ValueError("not a json object")
+        return d, Stats.from_dict(d)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: cannot read {what}: {e}") from None
+
+
+def resolve_stats(ctx, *, given, cache, key, compute, channels, source, geometry=None) -> Stats:
+    """The statistics to normalise with, checked against the inputs (check_stats).
+
+    given: a --stats file, used as it is (a mismatch is an error).  Else cache (a
+    stats.json) when it records the same key (a dict of the settings the statistics depend
+    on: channels, source, size, training folder, limit, ...); a cache for other settings is
+    recomputed, one that is unreadable or whose key matches but whose contents disagree is a
+    ValueError naming it.  Else compute(), called on every rank, returning (Stats, "what
+    they were pooled over") and the same Stats on every rank; rank 0 writes the cache.
+    """
+    expect = dict(channels=channels, source=source, geometry=geometry)
+    if given:
+        _, st = _load_stats(given, "statistics")
+        check_stats(st, given, **expect)
+        ctx.log(f"stats: {given} ({st.count} positions per channel)")
+        return st
+    if cache and os.path.exists(cache):
+        d, st = _load_stats(cache, "cached statistics (delete the file to recompute them)")
+        if all(d.get(k) == v for k, v in key.items()):
+            check_stats(st, cache, **expect)
+            ctx.log(f"stats: reusing {cache}")
+            return st
+        ctx.log(f"stats: {cache} is for other settings; recomputing")
+    st, what = compute()
+    check_stats(st, "computed statistics", **expect)
+    if cache and ctx.main:
+        write_json(cache, dict(st.to_dict(), **key))
+    ctx.log(f"stats: computed over {what}" + (f", cached in {cache}" if cache else ""))
+    return st
+
+
+# ---------------------------------------------------------------------------
+# Presets
+# ---------------------------------------------------------------------------
+
+def preset(name: str) -> dict:
+    """A copy of one jpegfreq.presets table."""
+    if name not in PRESETS:
+        raise KeyError(f"no preset {name!r} (known: {', '.join(sorted(PRESETS))})")
+    return copy.deepcopy(PRESETS[name])
+
+
+def fill_defaults(args, table: dict):
+    """Set every attribute of args that is None (or missing) from table; returns args."""
+    for k, v in table.items():
+        if k not in PRESET_EXTRAS and getattr(args, k, None) is None:
+            setattr(args, k, copy.deepcopy(v))
+    return args
+
+
+def apply_preset(args, *names) -> dict:
+    """Fill args from the named presets, first name first (a flag given explicitly always
+    wins); returns the presets merged the same way, extras such as "synthetic" included."""
+    merged = {}
+    for name in names:
+        table = preset(name)
+        fill_defaults(args, table)
+        for k, v in table.items():
+            merged.setdefault(k, v)
+    return merged
