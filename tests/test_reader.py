@@ -471,3 +471,19 @@ def test_repeated_reads_do_not_leak():
             pass
     grown = _rss_bytes() - before
     assert grown < 8 << 20, f"RSS grew by {grown / 2**20:.1f} MiB over 4500 reads"
+
+
+def test_the_extension_stub_names_everything_the_module_has():
+    """jpegfreq/_jpegfreq.pyi declares every public function, constant and exception."""
+    import ast
+    stub = os.path.join(os.path.dirname(jpegfreq.__file__), "_jpegfreq.pyi")
+    tree = ast.parse(open(stub).read())
+    declared = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    declared |= {n.target.id for n in tree.body if isinstance(n, ast.AnnAssign)}
+    public = {n for n in dir(jpegfreq._jpegfreq) if not n.startswith("_")}
+    assert public <= declared, f"missing from the stub: {sorted(public - declared)}"
+    helpers = {"Source", "ComponentDict", "HeaderDict"}
+    assert declared - helpers <= public, f"stub names what the module lacks: {sorted(declared - public - helpers)}"
+    header = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "HeaderDict")
+    keys = {n.target.id for n in header.body if isinstance(n, ast.AnnAssign)}
+    assert keys == set(jpegfreq._jpegfreq.read_header(make_jpeg("baseline-420")))
