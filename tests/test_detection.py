@@ -258,6 +258,47 @@ def test_annotation_size_mismatch_is_an_error(tmp_path, rect_set):
         ds[0]
 
 
+def test_inputs_come_from_the_pipeline_and_errors_name_the_file(tmp_path, rect_set):
+    """The cube is jpegfreq.cube with the detection Geometry (normalised there), the RGB input
+    pipeline.rgb_image with the DetectionGeometry; a broken file's error names its path."""
+    import jpegfreq
+    from jpegfreq import JpegError
+    from jpegfreq.pipeline import rgb_image
+    folder, ann = rect_set
+    st = compute_detection_stats(CocoJpeg(folder, ann, min_size=64, max_size=96, masks=False),
+                                 progress=False)
+    ds = CocoJpeg(folder, ann, train=True, flip_p=1.0, min_size=64, max_size=96, stats=st,
+                  masks=False, dtype="float16")
+    g = ds.geometry(1)
+    want = jpegfreq.cube(ds.path(1), "24S", geometry=g.cube_geometry(), stats=st,
+                         dtype="float16")
+    assert np.array_equal(ds.load(1, g), want)
+    raw = ds.load(1, g, normalise=False)
+    assert np.array_equal(raw, jpegfreq.cube(ds.path(1), "24S", geometry=g.cube_geometry(),
+                                             dtype="float16"))
+    rgb = CocoJpeg(folder, ann, source="rgb", min_size=64, max_size=96, masks=False)
+    g = rgb.geometry(2, flip=True)
+    x = rgb.load(2, g)
+    assert x.shape == (3, g.out_h, g.out_w)
+    assert np.array_equal(x, rgb_image(rgb.path(2), g))
+    # the same numbers as the cube's resize filter, applied to the decoded pixels
+    pixels = np.asarray(Image.open(rgb.path(2)).convert("RGB"), np.float32)
+    ref = np.stack([g.resample(pixels[..., i]) for i in range(3)]) / 255.0
+    np.testing.assert_allclose(x, ref, atol=2 / 255)
+
+    with open(ann) as f:
+        data = json.load(f)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for im in data["images"]:
+        src = open(os.path.join(folder, im["file_name"]), "rb").read()
+        (broken / im["file_name"]).write_bytes(src[:60])          # ends inside the header
+    bad = CocoJpeg(str(broken), ann, min_size=64, max_size=96, masks=False)
+    with pytest.raises(JpegError) as e:
+        bad[0]
+    assert e.value.source == bad.path(0)
+
+
 # ---------------------------------------------------------------------------
 # The models work in pixels of the resized image
 # ---------------------------------------------------------------------------

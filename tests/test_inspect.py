@@ -240,3 +240,26 @@ def test_cube_failure_is_reported_not_fatal(tmp_path, capsys):
     assert "warnings     libjpeg:" in out
     if "cube         24S at 448: failed" in out:
         assert "jpegfreq.cube fails on this file" in err
+
+
+@pytest.mark.parametrize("case", ["cmyk", "ycck", "rgb-adobe", "baseline-420", "gray"])
+def test_cube_path_reports_the_c_readers_route(tmp_path, capsys, case):
+    """The report's path and reason are the C reader's decision (Header.spatial_reason),
+    and the cube the CLI builds takes that path."""
+    path = _write(tmp_path, case, make_jpeg(case))
+    reason = jpegfreq.read_header(path).spatial_reason
+    npz = str(tmp_path / "d.npz")
+    status, out, _ = _run(capsys, [path, "--json", "--npz", npz, "--size", "64"])
+    assert status == 0
+    r = json.loads(out)
+    if reason is None:
+        assert r["cube_path"]["source"] == "jpeg-coeffs"
+        assert any(c["selected"] for c in r["components"])
+    else:
+        assert r["cube_path"]["source"] == "spatial"
+        assert r["cube_path"]["reason"].startswith(reason)
+        # the file's own components are not the cube's: nothing is marked as kept
+        assert not any(c["selected"] for c in r["components"])
+    assert r["cube"]["error"] is None
+    # jpegfreq.cube left to route the file itself gives the cube the report's path gave
+    assert np.array_equal(np.load(npz)["cube"], jpegfreq.cube(path, "24S", 64))

@@ -90,3 +90,49 @@ def test_cli_writes_stats_with_geometry(tmp_path, image_dir):
     d = json.loads(out.read_text())
     assert len(d["mean"]) == 24 and d["size"] == [64, 64] and d["geometry"]["out_h"] == 64
     assert "stats" in r.stderr           # the progress bar
+
+
+def test_one_check_for_classification_and_detection_statistics():
+    """Stats.check is the only statistics check: cube(stats=) and CocoJpeg both go through it."""
+    from jpegfreq import ChannelSet, Geometry, sample_train
+    from jpegfreq.detection import detection_geometry
+    from jpegfreq.stats import detection_stats_geometry
+    cs = ChannelSet.parse("24S")
+    rng = np.random.default_rng(0)
+    mean, std = rng.normal(0, 50, 24), rng.uniform(1, 40, 24)
+    det = Stats(cs, mean, std, "jpeg-coeffs", (0, 0), 10, detection_stats_geometry(96, 160))
+    cls = Stats(cs, mean, std, "jpeg-coeffs", (448, 448), 10, eval_geometry(448).to_dict())
+    g = detection_geometry(333, 250, 96, 160, flip=True).cube_geometry()
+
+    scale, offset = det.scale_offset(cs, "spatial", g)
+    np.testing.assert_allclose(scale, 1 / std, rtol=1e-6)
+    np.testing.assert_allclose(offset, -mean / std, rtol=1e-5)
+    det.check(cs, "jpeg-coeffs", detection_stats_geometry(96, 160))
+    with pytest.raises(ValueError, match="detection cubes at min_size=96, max_size=160"):
+        det.check(cs, geometry=eval_geometry(448))
+    with pytest.raises(ValueError, match="not a"):          # another resize rule
+        det.check(cs, geometry=detection_geometry(333, 250, 120, 160).cube_geometry())
+    with pytest.raises(ValueError, match="not a"):          # a crop, not the whole image
+        det.check(cs, geometry=Geometry(g.out_h, g.out_w, (8.0, 0.0, 333.0, 250.0)))
+    with pytest.raises(ValueError, match="min_size=800"):
+        det.check(cs, geometry=detection_stats_geometry(800, 1333))
+
+    cls.check(cs, geometry=eval_geometry(448))
+    cls.check(cs, geometry=sample_train(500, 375, 448, rng=1))
+    with pytest.raises(ValueError, match="448x448 inputs, not 600x800"):
+        cls.check(cs, geometry=Geometry(600, 800, (0.0, 0.0, 400.0, 300.0)))
+    with pytest.raises(ValueError, match="not detection cubes"):
+        cls.check(cs, geometry=detection_stats_geometry(96, 160))
+    with pytest.raises(ValueError, match="lack channels"):
+        cls.check(ChannelSet.parse("64S"))
+    with pytest.raises(ValueError, match="cannot normalize 'rgb'"):
+        cls.check(None, "rgb")
+
+    # the operator folds in exactly what the check approved
+    data = make_jpeg("baseline-420", 333, 250)
+    raw = jpegfreq.cube(data, cs, geometry=g)
+    normed = jpegfreq.cube(data, cs, geometry=g, stats=det)
+    np.testing.assert_allclose(normed, (raw - mean[:, None, None]) / std[:, None, None],
+                               rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="detection cubes"):
+        jpegfreq.cube(data, cs, size=448, stats=det)
