@@ -191,3 +191,43 @@ def test_band_cache_churn_across_threads():
     run_in_threads(hammer, 6)
     assert not errors, errors[:3]
     assert not bad, bad[:10]
+
+
+def test_cube_request_failures_release_their_buffers():
+    """Every way the C cube refuses (a bad request once the channel buffers are held, the
+    spatial route, a wrong out buffer, a damaged file) gives back each buffer it took."""
+    from jpegfreq import _jpegfreq
+    import sys
+    cmyk, good = F.make_jpeg("cmyk", 64, 48), F.make_jpeg("baseline-420", 64, 48)
+    bad = dict(F.damaged(F.make_jpeg("baseline-420", 64, 48)))["truncated-50pct"]
+    cs = jpegfreq.ChannelSet.parse("24S")
+    comp, k = np.array(cs.component_of, np.int32), np.array(cs.k, np.int32)
+    scale, offset = np.ones(24, np.float32), np.zeros(24, np.float32)
+    out = np.empty((24, 8, 8), np.float32)
+    held = [comp, k, scale, offset, out]
+    refs = [sys.getrefcount(a) for a in held]
+    calls = [
+        (lambda: _jpegfreq.cube(good, comp, k, 64, 64, scale, offset, resize=73, orientation=9),
+         ValueError),
+        (lambda: _jpegfreq.cube(cmyk, comp, k, 64, 64, scale, offset, resize=73, out=out),
+         _jpegfreq.Error),
+        (lambda: _jpegfreq.cube(good, comp, k, 64, 56, scale, offset, resize=73, out=out),
+         ValueError),
+        (lambda: _jpegfreq.cube(bad, comp, k, 64, 64, scale, offset, resize=73, out=out,
+                                strict=True), _jpegfreq.Error),
+    ]
+    for _ in range(200):
+        for fn, exc in calls:
+            with pytest.raises(exc):
+                fn()
+    assert [sys.getrefcount(a) for a in held] == refs
+    gc.collect()
+    before = _rss()
+    for _ in range(5000):
+        for fn, exc in calls:
+            try:
+                fn()
+            except exc:
+                pass
+    gc.collect()
+    assert _rss() - before < 8 << 20
