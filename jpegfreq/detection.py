@@ -205,9 +205,10 @@ class CocoJpeg:
     0.5, train only). stats (default None = unnormalised): a jpegfreq.stats.Stats computed
     for detection cubes of these sizes (jpegfreq.stats.compute_detection_stats), folded in by
     jpegfreq.cube; Stats.check refuses other statistics. seed (default 0): flips are a
-    function of (seed, epoch, image id); set_epoch(e) draws new ones. masks (default True): include instance masks (Mask R-CNN). dtype
-    (default "float32"). remove_empty (default = train): keep only images with at least one
-    non-crowd box. image_ids (default all): restrict to these ids (in this order).
+    function of (seed, epoch, image id); set_epoch(e) draws new ones. masks (default True):
+    include instance masks (Mask R-CNN). dtype (default "float32"). remove_empty (default =
+    train): keep only images with at least one non-crowd box. image_ids (default all):
+    restrict to these ids (in this order).
 
     item i -> (tensor (C, H'/4, W'/4) or (3, H', W'), target) with target = {"boxes" float32
     (N, 4) xyxy resized px, "labels" int64 (N,) contiguous 1..K, "masks" uint8 (N, H', W'),
