@@ -500,3 +500,62 @@ def test_heatmap_json_is_read_back_by_channel_set(tmp_path):
     top = jpegfreq.ChannelSet.parse(f"top 6 of {path}")
     assert sorted(top.names) == sorted(["Y0", "Y1", "Y8", "Y9", "Cb0", "Cr0"])
     assert models.mobilenet_v2_dct(top, num_classes=NUM_CLASSES).in_channels == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# Built on torchvision's classes
+
+
+def test_built_on_torchvision_classes():
+    from torchvision.models import mobilenetv2 as tv_mobilenet
+    from torchvision.models import resnet as tv_resnet
+    assert models.BasicBlock is tv_resnet.BasicBlock
+    assert models.Bottleneck is tv_resnet.Bottleneck
+    assert models.InvertedResidual is tv_mobilenet.InvertedResidual
+    for model in (models.resnet50_dct(24), models.resnet18(), models.resnet18_dct(192)):
+        assert isinstance(model, tv_resnet.ResNet)
+    for model in (models.mobilenet_v2(), models.mobilenet_v2_dct(24)):
+        assert isinstance(model, tv_mobilenet.MobileNetV2)
+    assert isinstance(models.mobilenet_v2_dct(24).features[0], tv_mobilenet.InvertedResidual)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet18", "mobilenet_v2"])
+def test_torchvision_state_dict_loads_strictly_and_computes_the_same(name):
+    import torchvision.models as tvm
+    torch.manual_seed(2)
+    theirs = getattr(tvm, name)(weights=None, num_classes=NUM_CLASSES).eval()
+    ours = getattr(models, name)(num_classes=NUM_CLASSES).eval()
+    ours.load_state_dict(theirs.state_dict())          # strict: every key, every shape
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))
+
+
+@pytest.mark.parametrize("name", list(DCT))
+def test_frozen_batchnorm_through_norm_layer(name):
+    from torchvision.ops.misc import FrozenBatchNorm2d
+    side = DCT[name][0]
+    plain = build(name, 24)
+    frozen = build(name, 24, norm_layer=FrozenBatchNorm2d)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in frozen.modules())
+    n_frozen = sum(isinstance(m, FrozenBatchNorm2d) for m in frozen.modules())
+    assert n_frozen == sum(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    # FrozenBatchNorm2d holds its affine terms as buffers: no trainable BN parameters
+    bn_params = sum(m.weight.numel() + m.bias.numel() for m in plain.modules()
+                    if isinstance(m, nn.BatchNorm2d))
+    assert n_params(frozen) == n_params(plain) - bn_params
+    for m in plain.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    frozen.load_state_dict(plain.state_dict())       # num_batches_tracked is dropped
+    x = torch.randn(2, 24, side, side)
+    with torch.no_grad():
+        assert torch.allclose(frozen(x), plain(x), atol=1e-5)
+
+
+def test_gate_channel_names_come_from_the_channel_set():
+    from jpegfreq import ChannelSet
+    from jpegfreq.models import default_channel_names
+    assert default_channel_names(192) == list(ChannelSet.parse("192").names)
+    assert default_channel_names(3) == ["0", "1", "2"]

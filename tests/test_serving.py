@@ -79,7 +79,8 @@ def make_checkpoint(path=None, channels="24S", size=224, source="jpeg-coeffs", n
         stats = _stats(cs, size, source)
     net = build_model(arch, source, cs, num_classes)
     ckpt = {
-        "model": net.state_dict(), "optimizer": None, "scheduler": None, "epoch": 0,
+        "task": "classify", "model": net.state_dict(), "optimizer": None, "scheduler": None,
+        "epoch": 0,
         "args": {"arch": arch, "channels": channels, "size": size, "source": source},
         "arch": arch, "num_classes": num_classes,
         "classes": [f"class_{i}" for i in range(num_classes)],
