@@ -1,5 +1,7 @@
 """Frequency-domain networks (stem removed, first block fed C DCT channels), RGB baselines,
-the learned channel gate, and RGB-checkpoint loading.
+the learned channel gate, RGB-checkpoint loading and the networks of jpegfreq checkpoints.
+ResNet and MobileNetV2 are torchvision's classes (subclassed; blocks re-exported), so state
+dicts keep torchvision's keys.
 
     resnet50_dct(channels=24, num_classes=1000)     input (N, C, 56, 56)
     resnet18_dct(channels=24, num_classes=1000)     input (N, C, 56, 56)
@@ -7,8 +9,11 @@ the learned channel gate, and RGB-checkpoint loading.
     resnet50(), resnet18(), mobilenet_v2()          input (N, 3, 224, 224)
     GatedModel(ChannelGate(192), resnet50_dct(192)) -> (logits, gates); gate_loss(gates)
     load_rgb_weights(model, torchvision_state_dict) -> report
+    load_model("checkpoint.pth", device="cpu")     classifier or detector, eval mode
+    build_model(arch, source, channels, num_classes, gate=False)   weights not loaded
 
-`channels` is an int or a jpegfreq.ChannelSet (its .count). Parameter and FLOP counts per
+`channels` is an int or a jpegfreq.ChannelSet (its .count); builders pass norm_layer (e.g.
+torchvision.ops.misc.FrozenBatchNorm2d) through to torchvision. Parameter and FLOP counts per
 model are in each builder's docstring and in bench/model_table.md.
 """
 
