@@ -7,8 +7,8 @@ has the figures:
 
     python detect.py
 
-COCO (one process; --stats is computed from the first --stats-images training images when not
-given, and kept in the checkpoint):
+COCO (one process; the statistics are pooled over the first --stats-images training images
+when --stats is not given, cached in OUTPUT/stats.json and kept in the checkpoint):
 
     python detect.py --data coco/train2017 --ann coco/annotations/instances_train2017.json \\
         --val-data coco/val2017 --val-ann coco/annotations/instances_val2017.json \\
@@ -26,6 +26,10 @@ Evaluate a checkpoint (last line "bbox AP X segm AP Y"):
 
 RGB baseline (torchvision's Faster / Mask R-CNN ResNet-50-FPN, weights=None, fed the same resized
 pixels): --source rgb. Boxes and masks are evaluated in the original image coordinates.
+
+A checkpoint follows jpegfreq.checkpoint's schema (task "detect"); jpegfreq.models.load_model
+rebuilds the detector from it. Processes, evaluation shards, atomic writes, statistics and the
+flag defaults (jpegfreq/presets.py) come from jpegfreq.runtime, shared with train.py.
 """
 import argparse
 import datetime
@@ -40,14 +44,14 @@ from jpegfreq.coco import evaluate_coco
 from jpegfreq.detection import CocoJpeg, collate
 from jpegfreq.models import load_model
 from jpegfreq.models.detection import build_detector
-from jpegfreq.runtime import Context, ShardSampler, fill_defaults, write_json
+from jpegfreq.runtime import Context, ShardSampler, write_json
+from jpegfreq.runtime import fill_defaults  # noqa: F401  detect.fill_defaults(args, detect.DEFAULTS)
 from jpegfreq.stats import compute_detection_stats, detection_stats_geometry
 from jpegfreq.synthetic import make_shapes_dataset
 
 # flag defaults of a COCO run and of the demo (jpegfreq/presets.py; figures in docs/detection.md);
 # a flag given explicitly always wins
 DEFAULTS, DEMO = runtime.preset("detect"), runtime.preset("detect-demo")
-__all__ = ["DEFAULTS", "DEMO", "fill_defaults", "get_args_parser", "main"]
 
 
 # ---------------------------------------------------------------------------
@@ -269,7 +273,7 @@ def main(args):
     is the demo.  Returns the AP history (the metrics with --evaluate)."""
     ctx = Context(args.device)
     try:
-        demo = args.data is None and args.evaluate is None
+        demo = args.data is None and args.evaluate is None   # only chooses the presets
         preset = runtime.apply_preset(args, *(["detect-demo"] if demo else []), "detect")
         args.device = str(ctx.device)
         if args.threads:
@@ -277,7 +281,7 @@ def main(args):
         torch.manual_seed(args.seed + ctx.rank)
         if args.evaluate:
             return run_evaluate(args, ctx)
-        if demo:
+        if preset.get("synthetic"):
             write_demo_data(args, ctx, preset["synthetic"])
         return run_train(args, ctx)
     finally:
@@ -285,7 +289,8 @@ def main(args):
 
 
 def write_demo_data(args, ctx, syn):
-    """The demo's shapes set (deterministic, written once) in OUTPUT/data; points args at it."""
+    """The shapes set a preset's "synthetic" entry sizes (deterministic, written once) in
+    OUTPUT/data; points args at it."""
     root = os.path.join(args.output_dir, "data")
     if ctx.main:
         for split in ("train", "val"):

@@ -31,6 +31,10 @@ Data: ImageFolder layout, DATA/train/CLASS/*.jpg and DATA/val/CLASS/*.jpg.
 Every epoch writes OUTPUT/checkpoint.pth (atomically; best.pth for the best val top-1)
 and appends one JSON line to OUTPUT/log.jsonl.  Normalization statistics are computed
 over the training set once and cached in OUTPUT/stats.json (or given with --stats).
+Checkpoints follow jpegfreq.checkpoint's schema (task "classify"), read back with
+weights_only=True.  Processes, evaluation shards, atomic writes, statistics and the flag
+defaults of a run and of the demo (jpegfreq/presets.py) come from jpegfreq.runtime, shared
+with detect.py.
 """
 import argparse
 import csv
@@ -405,22 +409,19 @@ def input_summary(cs, source, size, dtype):
 
 
 def _inspect_one(path):
-    """Show what the reader sees in one file: jpegfreq.inspect when present, else the header."""
-    try:
-        from jpegfreq import inspect as jinspect
-    except ImportError:
-        jinspect = None
-    if jinspect is not None and hasattr(jinspect, "main"):
-        try:
-            jinspect.main([path])
-        except SystemExit as e:      # a CLI main may end with sys.exit(0)
-            if e.code not in (None, 0):
-                raise
-        return
-    h = jpegfreq.read_header(path)
-    print(f"{path}: {h.width}x{h.height}, {h.num_components} component(s) {h.color_space}, "
-          f"{h.subsampling if h.num_components > 1 else 'grayscale'}, "
-          f"{'progressive' if h.progressive else 'baseline'}", flush=True)
+    """Show what the reader sees in one file (python -m jpegfreq.inspect PATH)."""
+    from jpegfreq import inspect as jinspect
+    if jinspect.main([path]):
+        raise SystemExit(f"train.py: error: cannot inspect {path}")
+
+
+def _classifier_checkpoint(path):
+    """load_checkpoint(path) (weights_only, the schema checked), refusing a detector's."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get("task", "classify") != "classify":
+        raise SystemExit(f"train.py: error: {path} is a {ckpt['task']} checkpoint "
+                         "(detect.py --evaluate reads it), not a classifier")
+    return ckpt
 
 
 def _format_time(s):
@@ -433,7 +434,7 @@ def _format_time(s):
 
 def run_evaluate(args, ctx):
     """--evaluate CKPT: val metrics of a checkpoint, last line 'top1 X top5 Y'."""
-    ckpt = load_checkpoint(args.evaluate)
+    ckpt = _classifier_checkpoint(args.evaluate)
     pre = preprocessing(ckpt)
     source = args.source or pre["source"]
     if (source == "rgb") != (pre["source"] == "rgb"):
@@ -479,9 +480,8 @@ def run_train(args, ctx):
     t_start = time.perf_counter()
     if args.demo and args.data is not None:
         raise SystemExit("train.py: error: --demo writes its own data; drop --data (or --demo)")
-    demo = args.data is None
-    args.demo = demo
-    preset = runtime.apply_preset(args, *(["train-demo"] if demo else []), "train")
+    args.demo = args.data is None      # the only demo decision: which presets apply
+    preset = runtime.apply_preset(args, *(["train-demo"] if args.demo else []), "train")
     if args.lr is None:
         args.lr = 0.1 * args.batch_size * ctx.world / 256
     if args.amp is None:
@@ -495,9 +495,9 @@ def run_train(args, ctx):
     if ctx.main:
         os.makedirs(out_dir, exist_ok=True)
 
-    if demo:
+    syn = preset.get("synthetic")
+    if syn:
         from jpegfreq.synthetic import make_dataset
-        syn = preset["synthetic"]
         args.data = os.path.join(out_dir, "synthetic")
         if ctx.main:
             ctx.log(f"demo: synthesizing {syn['classes']} classes x ({syn['train_per_class']} "
@@ -513,7 +513,7 @@ def run_train(args, ctx):
         if not os.path.exists(resume):
             ctx.log(f"resume: no {resume} yet, starting fresh")
             resume = None
-    ckpt = load_checkpoint(resume) if resume else None
+    ckpt = _classifier_checkpoint(resume) if resume else None
     if ckpt is not None:
         pre = preprocessing(ckpt)
         if (ckpt["arch"], pre["source"], pre["channels"], pre["size"], bool(ckpt.get("gate"))) != \
@@ -667,7 +667,7 @@ def run_train(args, ctx):
                 f"{val['acc1']:.1f}% (best {best_acc1:.1f}%), top5 {val['acc5']:.1f}%; chance "
                 f"is {chance:.1f}% with {num_classes} classes")
     ctx.log(input_summary(cs, source, size, args.dtype))
-    if demo and ctx.main:
+    if preset.get("inspect_one") and ctx.main:
         sample = val_ds.samples[0][0]
         ctx.log(f"inspecting one validation image: {sample}")
         _inspect_one(sample)

@@ -2,8 +2,9 @@
 
 Each preset is a table of flag defaults keyed by argparse destination; a flag given on the
 command line always wins (jpegfreq.runtime.apply_preset fills only what is still None).  A
-demo preset is applied before its script's preset, so it only lists what it changes.  The
-"synthetic" entry of a demo preset is not a flag: it sizes the labelled set the demo writes.
+demo preset is applied before its script's preset, so it only lists what it changes.  Two
+entries are not flags: "synthetic" sizes the labelled set a demo writes (and makes the script
+write it), "inspect_one" has train.py inspect one validation image at the end.
 
 Kept as a Python module of literals rather than a json file so that it ships inside the
 package with no package-data configuration and can say why a number is what it is.
@@ -20,6 +21,8 @@ PRESETS = {
         "arch": "resnet18", "epochs": 8, "output_dir": "demo-out", "lr": 0.02,
         "lr_schedule": "cosine", "lr_warmup_epochs": 1,
         "synthetic": {"classes": 6, "train_per_class": 60, "val_per_class": 20},
+        # at the end, show what the reader sees in one validation image (jpegfreq.inspect)
+        "inspect_one": True,
     },
     # detect.py with --data (COCO); the learning rate defaults to 0.02 x total batch / 16
     "detect": {

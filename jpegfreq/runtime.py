@@ -29,7 +29,7 @@ from .presets import PRESETS
 from .stats import Stats
 
 # preset entries that are not command-line flags
-PRESET_EXTRAS = ("synthetic",)
+PRESET_EXTRAS = ("synthetic", "inspect_one")
 
 
 # ---------------------------------------------------------------------------

@@ -300,7 +300,19 @@ def test_detector_checkpoint_loads_through_load_model(tmp_path, task):
     assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
 
 
-def test_detect_refuses_a_classification_checkpoint(tmp_path):
+def test_each_script_refuses_the_other_kind_of_checkpoint(tmp_path):
     import detect
-    with pytest.raises(ValueError, match="classification checkpoint"):
-        detect.checkpoint_settings("c.pth", {"task": "classify", "arch": "resnet18"})
+    import train
+    det = tmp_path / "det.pth"
+    save_checkpoint(det, {"task": "detect", "model": {}, "arch": "fasterrcnn_resnet50_dct_fpn",
+                          "num_classes": 3, "source": "jpeg-coeffs", "channels": "24S"})
+    with pytest.raises(SystemExit, match="is a detect checkpoint"):
+        train.main(train.get_args_parser().parse_args(
+            ["--data", str(tmp_path), "--evaluate", str(det), "--device", "cpu"]))
+    cls = tmp_path / "cls.pth"
+    save_checkpoint(cls, {"task": "classify", "model": {}, "arch": "resnet18", "num_classes": 3,
+                          "source": "rgb", "channels": None})
+    with pytest.raises(ValueError, match="cls.pth: a classification checkpoint"):
+        detect.main(detect.get_args_parser().parse_args(
+            ["--data", str(tmp_path), "--val-ann", "a.json", "--evaluate", str(cls),
+             "--device", "cpu", "--output-dir", str(tmp_path / "out")]))

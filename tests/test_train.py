@@ -23,10 +23,11 @@ sys.path.insert(0, ROOT)
 
 import train  # noqa: E402
 from jpegfreq import ChannelSet  # noqa: E402
+from jpegfreq.checkpoint import load_checkpoint  # noqa: E402 (weights_only=True)
 from jpegfreq.synthetic import make_dataset  # noqa: E402
 
-CKPT_KEYS = {"model", "optimizer", "scheduler", "epoch", "args", "arch", "num_classes", "classes",
-             "source", "channels", "size", "geometry", "stats", "gate", "best_acc1"}
+CKPT_KEYS = {"task", "model", "optimizer", "scheduler", "epoch", "args", "arch", "num_classes",
+             "classes", "source", "channels", "size", "geometry", "stats", "gate", "best_acc1"}
 LOG_KEYS = {"epoch", "train_loss", "train_acc1", "train_acc5", "val_acc1", "val_acc5",
             "images_per_s", "data_share", "skipped_bad"}
 TOP_LINE = re.compile(r"^top1 (\d+\.\d+) top5 (\d+\.\d+)$")
@@ -85,8 +86,8 @@ def test_each_source_trains_an_epoch_and_logs(data, tmp_path, capsys, source):
     assert LOG_KEYS <= set(log[0])
     assert all(r["steps"] == 2 and r["images"] == 8 and r["skipped_bad"] == 0 for r in log)
     assert 0 <= log[0]["data_share"] <= 1 and log[0]["images_per_s"] > 0
-    ckpt = torch.load(tmp_path / "checkpoint.pth", weights_only=False)
-    assert CKPT_KEYS <= set(ckpt)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pth")
+    assert CKPT_KEYS <= set(ckpt) and ckpt["task"] == "classify"
     assert ckpt["epoch"] == 1 and ckpt["source"] == source and ckpt["num_classes"] == 4
     assert (ckpt["channels"] is None) == (source == "rgb")
     assert os.path.exists(tmp_path / "best.pth")
@@ -193,7 +194,7 @@ def test_resume_after_kill_finishes_with_the_right_epochs(data, tmp_path, capsys
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    done = torch.load(ckpt, weights_only=False)["epoch"]
+    done = load_checkpoint(ckpt)["epoch"]
     assert done < 5
     capsys.readouterr()
     run_inproc(argv + ["--resume", "auto"])
@@ -201,7 +202,7 @@ def test_resume_after_kill_finishes_with_the_right_epochs(data, tmp_path, capsys
     assert f"resume: {ckpt} (epoch {done} done" in text
     assert f"epochs {done + 1}..5" in text
     assert [e["epoch"] for e in read_log(out)] == list(range(6))
-    assert torch.load(ckpt, weights_only=False)["epoch"] == 5
+    assert load_checkpoint(ckpt)["epoch"] == 5
     # resuming a finished run trains nothing
     assert run_inproc(argv + ["--resume", "auto"])["val"] is None
     assert "nothing to train" in capsys.readouterr().out
@@ -219,13 +220,50 @@ def test_gate_writes_heatmap_json_and_png(data, tmp_path, capsys):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert "gate open" in capsys.readouterr().out
     assert "gate_open" in read_log(tmp_path)[0]
-    ckpt = torch.load(tmp_path / "checkpoint.pth", weights_only=False)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pth")
     assert ckpt["gate"] is True and ChannelSet.parse(ckpt["channels"]).count == 192
     # a static set picked from the heat map trains as any other
     spec = f"top 24 of {tmp_path / 'heatmap.json'}"
     run_inproc(small(data, tmp_path / "top", "--channels", spec))
-    assert len(torch.load(tmp_path / "top" / "checkpoint.pth", weights_only=False)["stats"]
-               ["mean"]) == 24
+    assert len(load_checkpoint(tmp_path / "top" / "checkpoint.pth")["stats"]["mean"]) == 24
+
+
+class _RunsCode:
+    """Pickles as a call of os.system: loading it unsafely would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoints_that_would_run_code_are_refused(data, tmp_path):
+    import detect
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": {}, "arch": "resnet18", "num_classes": 4, "source": "jpeg-coeffs",
+                "channels": "24S", "args": _RunsCode(marker)}, evil)
+    refused = "holds pickled Python objects"
+    with pytest.raises(ValueError, match=refused):
+        run_inproc(["--data", data, "--evaluate", str(evil), "--workers", "0", "--no-progress"])
+    with pytest.raises(ValueError, match=refused):
+        run_inproc(small(data, tmp_path / "run", "--resume", str(evil)))
+    d = ["--data", data, "--ann", "a.json", "--val-ann", "a.json", "--output-dir",
+         str(tmp_path / "det"), "--no-progress"]
+    for extra in (["--evaluate", str(evil)], ["--resume", str(evil)]):
+        with pytest.raises(ValueError, match=refused):
+            detect.main(detect.get_args_parser().parse_args(d + extra))
+    assert not marker.exists()
+    # the same file loaded unsafely does run its command: the check above can fail
+    torch.load(evil, weights_only=False)
+    assert marker.exists()
+
+
+def test_demo_flag_with_data_is_refused():
+    # --demo writes its own data set; with --data it would silently train on the other one
+    with pytest.raises(SystemExit, match="--demo writes its own data"):
+        run_inproc(["--demo", "--data", "somewhere", "--no-progress"])
 
 
 def _free_port():
