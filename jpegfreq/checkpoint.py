@@ -1,4 +1,4 @@
-"""Checkpoints: one dict of tensors and plain data, written atomically, read without unpickling code.
+"""Checkpoints: one dict of tensors and plain data, written atomically, read without running code.
 
 One schema for classifiers (train.py) and detectors (detect.py); jpegfreq.models.load_model
 rebuilds either kind from it. Values are tensors and plain data only: None, bool, int, float,

@@ -116,8 +116,9 @@ class ResNetDCTFPN(nn.Module):
     FPN width. trainable_layers (default 4 = all): how many of layer4, layer3, layer2, layer1
     (counted from the top) get gradients; the rest are frozen. frozen_bn (default False):
     build layer1..layer4 with torchvision's FrozenBatchNorm2d as norm_layer (use with
-    pretrained weights and small batches, as torchvision does). weights (default None): a classification checkpoint or
-    state dict loaded into layer1..layer4 (see load_backbone_weights) before freezing.
+    pretrained weights and small batches, as torchvision does). weights (default None): a
+    classification checkpoint or state dict loaded into layer1..layer4 (see
+    load_backbone_weights).
     Input (N, C, h, w) with h, w multiples of 8 cells (CubeTransform pads); output an
     OrderedDict "0", "1", "2", "3", "pool" of (N, out_channels, h/s, w/s), s = 1, 2, 4, 8, 16
     cells = 4, 8, 16, 32, 64 pixels. Attributes: out_channels, in_channels, channel_names.
