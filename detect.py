@@ -389,6 +389,8 @@ def run_train(args, ctx):
         losses = train_one_epoch(model, optimizer, scheduler, loader, device, epoch + 1, args, ctx)
         dt = time.time() - t0
         train_time += dt
+        # rank 0's BatchNorm statistics everywhere: the ranks evaluate the model that is saved
+        ctx.sync_buffers(model.module if ctx.distributed else model)
         metrics, results = evaluate(model, val_set, device, args, ctx)
         if ctx.main:
             history.append({"epoch": epoch + 1, "loss": round(losses.get("loss", float("nan")), 4),

@@ -591,10 +591,7 @@ def run_train(args, ctx):
         train_ds.set_epoch(epoch)
         t = train_one_epoch(model, criterion, optimizer, train_loader, device, epoch, args, ctx,
                             scaler, gate_optimizer)
-        if ctx.distributed:
-            # each rank updated BatchNorm statistics with its own batches: take rank 0's
-            for b in module.buffers():
-                ctx.broadcast_(b)
+        ctx.sync_buffers(module)     # rank 0's BatchNorm statistics: one model on every rank
         val = evaluate(module, criterion, val_loader, device, args, ctx)
         lr_now = optimizer.param_groups[0]["lr"]
         scheduler.step()

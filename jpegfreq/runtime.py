@@ -4,6 +4,7 @@
     ctx.rank, ctx.world, ctx.local_rank, ctx.device, ctx.backend, ctx.distributed, ctx.main
     ctx.log(...)                        # prints on rank 0 only (flushed)
     ctx.barrier(); ctx.all_sum([..]); ctx.all_min(x); ctx.all_reduce_(t); ctx.broadcast_(t)
+    ctx.sync_buffers(module)            # rank 0's BatchNorm statistics on every rank
     ctx.gather(obj)                     # [obj of rank 0, obj of rank 1, ...] on every rank
     ShardSampler(n, rank, world)        # evaluation: every index exactly once over all ranks
     progress(iterable, ctx, enabled)    # tqdm on stderr, rank 0 only
@@ -120,6 +121,14 @@ class Context:
             if t is not tensor:
                 tensor.copy_(t)
         return tensor
+
+    def sync_buffers(self, module):
+        """Give every rank rank 0's buffers (BatchNorm running statistics, which each rank
+        updates with its own batches), so that all ranks evaluate and save one model."""
+        if self.distributed:
+            for b in module.buffers():
+                self.broadcast_(b)
+        return module
 
     def gather(self, obj):
         """Every rank's obj (picklable), in rank order, on every rank."""

@@ -316,3 +316,42 @@ def test_each_script_refuses_the_other_kind_of_checkpoint(tmp_path):
         detect.main(detect.get_args_parser().parse_args(
             ["--data", str(tmp_path), "--val-ann", "a.json", "--evaluate", str(cls),
              "--device", "cpu", "--output-dir", str(tmp_path / "out")]))
+
+
+def test_detect_under_two_processes_evaluates_the_saved_model_exactly(tmp_path):
+    """torchrun, 2 CPU processes: each image predicted once (ShardSampler), every rank with
+    rank 0's BatchNorm statistics, so the AP printed after the epoch is the AP of the saved
+    checkpoint evaluated by one process, result for result."""
+    import socket
+    import subprocess
+    from jpegfreq.synthetic import make_shapes_dataset
+    ann = make_shapes_dataset(str(tmp_path / "data"), 5, "val", seed=3, size=(128, 96),
+                              objects=(1, 2), object_size=(28, 56), category_ids=[2, 5, 9])
+    folder = str(tmp_path / "data" / "val")
+    common = ["--data", folder, "--ann", ann, "--val-ann", ann, "--task", "bbox", "--min-size",
+              "64", "--max-size", "96", "--batch-size", "1", "--workers", "0", "--lr", "0.002",
+              "--box-batch-size-per-image", "32", "--rpn-post-nms-top-n", "100", "--no-progress",
+              "--threads", "1", "--device", "cpu", "--output-dir", str(tmp_path / "out")]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                        f"--master_port={port}", os.path.join(ROOT, "detect.py"), *common,
+                        "--epochs", "1", "--predictions", str(tmp_path / "p2.json")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "batch=1x2" in r.stdout and r.stdout.count("epoch 1: ") == 1     # rank 0 speaks
+    trained_ap = r.stdout.split("epoch 1: ")[1].split("bbox AP ")[1].split()[0]
+    import detect
+    metrics = detect.main(detect.get_args_parser().parse_args(
+        common + ["--evaluate", str(tmp_path / "out" / "checkpoint.pth"),
+                  "--predictions", str(tmp_path / "p1.json")]))
+    assert f"{metrics['bbox']['AP']:.4f}" == trained_ap
+    one, two = (json.load(open(tmp_path / f"p{n}.json")) for n in (1, 2))
+
+    def key(r):
+        return (r["image_id"], r["category_id"], round(r["score"], 5))
+    assert len(one) == len(two) > 0
+    assert {r["image_id"] for r in two} <= {1, 2, 3, 4, 5}
+    assert sorted(map(key, one)) == sorted(map(key, two))
