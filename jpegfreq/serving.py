@@ -153,6 +153,10 @@ class Decoder:
             raise TypeError(f"from_checkpoint takes {', '.join(sorted(fixed))} from the "
                             "checkpoint; build a Decoder(...) directly to change them")
         ckpt = ckpt_or_path if isinstance(ckpt_or_path, dict) else load_checkpoint(ckpt_or_path)
+        if ckpt.get("task", "classify") != "classify":
+            name = ckpt_or_path if not isinstance(ckpt_or_path, dict) else "checkpoint"
+            raise ValueError(f"{name}: a {ckpt.get('task')!r} checkpoint; a Decoder serves "
+                             "classifiers (detection pre-processing: jpegfreq.detection)")
         pre = preprocessing(ckpt)
         dec = cls(channels=pre["channels"] if pre["channels"] is not None else "24S",
                   size=pre["size"], source=pre["source"], stats=pre["stats"],

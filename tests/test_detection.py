@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from jpeg_factory import photo  # noqa: E402
 from jpegfreq import ChannelSet  # noqa: E402
+from jpegfreq.checkpoint import load_checkpoint  # noqa: E402
 from jpegfreq.coco import evaluate_coco  # noqa: E402
 from jpegfreq.detection import CocoJpeg, DetectionGeometry, collate, resized_size  # noqa: E402
 from jpegfreq.stats import Stats, compute_detection_stats  # noqa: E402
@@ -495,7 +496,7 @@ def test_detect_script_checkpoints_resumes_and_evaluates(shapes, tmp_path, capsy
 
     history = detect.main(args("--epochs", "1", "--eval-before"))
     assert [h["epoch"] for h in history] == [0, 1]
-    ckpt = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=False)
+    ckpt = load_checkpoint(os.path.join(out, "checkpoint.pth"))
     assert ckpt["epoch"] == 1 and ckpt["cat_ids"] == [2, 5, 9]
     assert ChannelSet.parse(ckpt["channels"]) == ChannelSet.parse("24S")
     assert ckpt["stats"]["geometry"]["kind"] == "detection"

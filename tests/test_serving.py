@@ -386,6 +386,12 @@ def test_from_checkpoint_keeps_the_preprocessing_fixed(tmp_path):
     assert dec.dtype == "float16" and dec.strict and dec.threads == 1
 
 
+def test_from_checkpoint_refuses_a_detector_checkpoint():
+    ckpt = dict(make_checkpoint(None), task="detect", arch="fasterrcnn_resnet50_dct_fpn")
+    with pytest.raises(ValueError, match="'detect' checkpoint; a Decoder serves classifiers"):
+        Decoder.from_checkpoint(ckpt)
+
+
 def test_load_model_lives_with_the_models_and_runs(tmp_path):
     from jpegfreq import models, serving
     assert not hasattr(serving, "load_model") and not hasattr(jpegfreq, "load_model")
