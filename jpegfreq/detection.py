@@ -31,7 +31,7 @@ import numpy as np
 
 from .channels import ChannelSet
 from .coco import load_coco
-from .geometry import Geometry, resample_plane
+from .geometry import PIXELS_PER_CELL, Geometry, resample_plane, resized_size
 from .pipeline import SOURCES, cube, rgb_image
 from .source import read_source
 
@@ -44,8 +44,6 @@ __all__ = [
     "PIXELS_PER_CELL",
 ]
 
-#: Resized-image pixels per cube cell (2x output grid / 8 samples per block).
-PIXELS_PER_CELL = 4
 
 
 # ---------------------------------------------------------------------------
@@ -160,26 +158,6 @@ class DetectionGeometry:
             return m.new_zeros((0, self.height, self.width), dtype=torch.float32)
         return F.interpolate(m.float(), size=(self.height, self.width), mode="bilinear",
                              align_corners=False)[:, 0]
-
-
-def resized_size(width: int, height: int, min_size: int = 800, max_size: int = 1333,
-                 multiple: int = PIXELS_PER_CELL):
-    """(W', H'): short side min_size unless the long side would pass max_size; multiples of 4.
-
-    The scale is min(min_size / short, max_size / long) (torchvision's rule); each side is
-    then rounded to the nearest multiple and kept within [multiple, max_size].
-    """
-    if min_size <= 0 or max_size < min_size:
-        raise ValueError(f"need 0 < min_size <= max_size, got {min_size}, {max_size}")
-    if width <= 0 or height <= 0:
-        raise ValueError(f"empty image {width}x{height}")
-    s = min(min_size / min(width, height), max_size / max(width, height))
-    top = max(multiple, max_size // multiple * multiple)
-
-    def side(n):
-        return int(min(top, max(multiple, round(n * s / multiple) * multiple)))
-
-    return side(width), side(height)
 
 
 def detection_geometry(width: int, height: int, min_size: int = 800, max_size: int = 1333,

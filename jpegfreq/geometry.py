@@ -206,3 +206,31 @@ def block_idct(coefs: np.ndarray) -> np.ndarray:
     q = coefs.reshape(bh, bw, 8, 8).astype(np.float64)
     x = np.einsum("ux,ijuv,vy->ixjy", c, q, c, optimize=True)
     return x.reshape(bh * 8, bw * 8)
+
+
+# ---------------------------------------------------------------------------
+# Detection resize rule (aspect-preserving; the cube is taken at a 2x output grid)
+# ---------------------------------------------------------------------------
+
+#: Resized-image pixels per cube cell of a detection cube (2x output grid / 8 samples per block).
+PIXELS_PER_CELL = 4
+
+
+def resized_size(width: int, height: int, min_size: int = 800, max_size: int = 1333,
+                 multiple: int = PIXELS_PER_CELL):
+    """(W', H'): short side min_size unless the long side would pass max_size; multiples of 4.
+
+    The scale is min(min_size / short, max_size / long) (torchvision's rule); each side is
+    then rounded to the nearest multiple and kept within [multiple, max_size].
+    """
+    if min_size <= 0 or max_size < min_size:
+        raise ValueError(f"need 0 < min_size <= max_size, got {min_size}, {max_size}")
+    if width <= 0 or height <= 0:
+        raise ValueError(f"empty image {width}x{height}")
+    s = min(min_size / min(width, height), max_size / max(width, height))
+    top = max(multiple, max_size // multiple * multiple)
+
+    def side(n):
+        return int(min(top, max(multiple, round(n * s / multiple) * multiple)))
+
+    return side(width), side(height)

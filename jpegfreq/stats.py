@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .channels import ChannelSet
-from .geometry import Geometry, eval_geometry
+from .geometry import PIXELS_PER_CELL, Geometry, eval_geometry, resized_size
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -103,7 +103,6 @@ class Stats:
                 raise ValueError(f"statistics were computed for {self._describe()}, not "
                                  f"{out_h}x{out_w}")
             return
-        from .detection import resized_size
         box = getattr(geometry, "box", None)
         k = 8 // int(det["pixels_per_cell"])
         ok = box is not None and box[0] == 0 and box[1] == 0 and box[2] >= 1 and box[3] >= 1
@@ -215,7 +214,6 @@ def compute_stats(files: Sequence[str], channels="192", size: int = 448,
 
 def detection_stats_geometry(min_size: int, max_size: int) -> dict:
     """What detection statistics record (and Stats.check compares) as their geometry."""
-    from .detection import PIXELS_PER_CELL
     return {"kind": "detection", "min_size": int(min_size), "max_size": int(max_size),
             "pixels_per_cell": PIXELS_PER_CELL}
 

@@ -66,6 +66,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from torchvision.ops.poolers import initLevelMapper
 
 from jpegfreq.checkpoint import read_torch_file
+from jpegfreq.geometry import PIXELS_PER_CELL  # one cube cell = 4 resized-image pixels
 
 from .resnet_dct import resnet50_dct
 
@@ -85,8 +86,6 @@ __all__ = [
     "build_detector",
 ]
 
-# One cube cell = 4 resized-image pixels: the cube is sampled on a 2x grid, 8 samples per block.
-PIXELS_PER_CELL = 4
 # Pixel strides of the FPN outputs "0", "1", "2", "3", "pool".
 FPN_STRIDES = (4, 8, 16, 32, 64)
 # layer4 has stride 8 cells, so padding the cube to a multiple of 8 cells keeps every level's
