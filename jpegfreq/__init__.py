@@ -37,4 +37,5 @@ def __getattr__(name):  # lazy: Stats and Decoder pull in more modules
     if name in ("Decoder", "BatchError"):
         from . import serving
         return getattr(serving, name)
+    if name == "JpegLoader": from .loader import JpegLoader; return JpegLoader  # noqa: E701,E702
     raise AttributeError(name)

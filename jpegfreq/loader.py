@@ -1,0 +1,427 @@
+"""Training and evaluation batches at the decoder's speed: threads decode into reused buffers.
+
+    loader = JpegLoader("data/train", batch_size=64, channels="24S", size=448, train=True)
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for x, y in loader:            # x (N, C, size/8, size/8), y int64 (N,)
+            ...
+        print(loader.skipped)          # [(name, reason), ...] of this epoch's unreadable images
+
+``data`` is an ImageFolder split folder (CLASS/IMAGE) or tar shards in the WebDataset layout
+(a list of paths, a brace pattern "train-{000000..000039}.tar", or "pipe:COMMAND" sources;
+see jpegfreq.shards).
+
+How it works: a pool of ``threads`` threads takes one sample at a time, reads it
+(jpegfreq.source.read_source), plans its geometry and decodes it with jpegfreq.cube
+straight into its row of a preallocated batch buffer; the C reader and operator release the
+GIL, so the threads run in parallel.  There are ``prefetch + 1`` buffers (one more when they
+are page-locked), reused round-robin: at most ``prefetch`` batches are being decoded while the
+training loop holds the one it was given.  No per-sample tensors, no worker processes.
+
+Buffer rule (copy=False, the default): a yielded batch is a view of a reused buffer and stays
+valid until the loop asks for the next batch; keep it longer with ``copy=True`` (or
+``x.clone()``).  With page-locked buffers a ``x.to("cuda", non_blocking=True)`` issued before
+the next batch is asked for is safe: the loader records a CUDA event when the buffer is handed
+back and waits for it before decoding into that buffer again.
+
+Reproducibility: sample ``index`` of epoch ``e`` gets its crop and flip from
+np.random.default_rng([seed, e, index]) (jpegfreq.datasets.JpegFolder.rng), and every sample
+has a fixed row in a fixed batch, so batches are the same for any thread count.  Training
+order is a permutation drawn from (seed, epoch); evaluation order is the file order.
+
+Ranks (rank/world_size, default from torchrun's RANK/WORLD_SIZE): training gives each rank a
+disjoint share of the epoch's permutation, all shares of one size (the permutation is cut to a
+multiple of world_size, so at most world_size - 1 images sit out an epoch, different ones each
+epoch); evaluation is exact, as jpegfreq.runtime.ShardSampler: every image exactly once over
+all ranks.
+
+Bad images: an image that cannot be read (jpegfreq.JpegError: damaged, truncated, not an
+image, over the pixel limit) is skipped, never replaced: its batch is compacted and comes out
+shorter.  ``skipped`` lists (name, reason) of the last epoch's.  Any other exception in a
+worker (a bug, MemoryError) stops the epoch and is raised in the loop.
+
+Threads: the pool lives for one pass over the data.  Leaving the loop early (break, an
+exception, KeyboardInterrupt), exhausting it, ``close()`` or ``with JpegLoader(...)`` stops
+and joins every worker thread.
+"""
+import collections
+import os
+import queue
+import threading
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .errors import JpegError
+from .geometry import eval_geometry, sample_train
+from .pipeline import SOURCES, channel_set, cube
+from .source import read_source
+
+__all__ = ["JpegLoader"]
+
+_DTYPES = ("float32", "float16")
+#: last word of the (seed, epoch, .) generator seeds that are not a sample's own
+_ORDER_KEY = 2 ** 64 - 1
+
+
+def epoch_rng(seed: int, epoch: int, key: int = _ORDER_KEY) -> np.random.Generator:
+    """The generator of an epoch's order (sample permutation, shard order, shuffle buffer):
+    distinct from every per-sample generator [seed, epoch, index] of jpegfreq.datasets."""
+    return np.random.default_rng([int(seed), int(epoch), int(key)])
+
+
+def _env_int(name: str, default: int) -> int:
+    v = os.environ.get(name)
+    return int(v) if v not in (None, "") else default
+
+
+class _FolderData:
+    """An ImageFolder split as (index, path, label) items; reuses JpegFolder's listing."""
+
+    def __init__(self, folder, classes=None):
+        from .datasets import JpegFolder
+        self.folder = JpegFolder(folder, split=None, classes=classes)
+        self.classes = self.folder.classes
+        self.samples = self.folder.samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def count(self, train, rank, world, seed=0, epoch=0):
+        n = len(self.samples)
+        return n // world if train else len(range(rank, n, world))
+
+    def items(self, train, seed, epoch, rank, world):
+        n = len(self.samples)
+        if train:
+            order = epoch_rng(seed, epoch).permutation(n)[:n // world * world][rank::world]
+        else:
+            from .runtime import ShardSampler
+            order = ShardSampler(n, rank, world)
+        for i in order:
+            path, label = self.samples[int(i)]
+            yield int(i), path, path, label
+
+    def close(self):
+        pass
+
+
+class _Batch:
+    """One batch being decoded into buffer ``slot``: rows count down to done."""
+
+    __slots__ = ("slot", "n", "names", "remaining", "lock", "done", "failed", "fatal")
+
+    def __init__(self, slot, n, names):
+        self.slot = slot
+        self.n = n
+        self.names = names
+        self.remaining = n
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.failed: List[Tuple[int, str, str]] = []   # (row, name, reason)
+        self.fatal: Optional[BaseException] = None
+        if n == 0:
+            self.done.set()
+
+
+class JpegLoader:
+    """Batches of cubes (or rgb crops) and labels, decoded by a thread pool into reused buffers.
+
+    data: an ImageFolder split folder (CLASS/IMAGE), or tar shards: a list of paths, a brace
+        pattern ("train-{000000..000039}.tar") or "pipe:COMMAND" sources (jpegfreq.shards).
+    batch_size: samples per batch (the last one, and batches with skipped images, may be
+        shorter unless drop_last drops a short last batch).
+    channels: channel set spec or ChannelSet (default "24S"; ignored for source "rgb").
+    size: crop side in pixels (default 448 -> 56x56 cubes).
+    train: RandomResizedCrop + flip per sample and a per-epoch order (True), or the eval
+        geometry in file order (False).
+    seed: base of the per-sample and per-epoch generators.
+    threads: decoding threads (default: the CPUs this process may run on).
+    dtype: "float32" (default) or "float16".
+    stats: None (unnormalized), a jpegfreq.Stats, its dict or a stats.json path.
+    source: "jpeg-coeffs" (default), "spatial" or "rgb" (see jpegfreq.cube).
+    drop_last: drop a short last batch (default: True when training, False otherwise).
+    pin_memory: page-locked buffers (default: when CUDA is available; needs CUDA).
+    prefetch: batches decoded ahead at most (default 2).
+    rank, world_size: this process's share (default: RANK / WORLD_SIZE, else 0 of 1).
+    copy: yield batches that are the caller's to keep (a copy) instead of views of the
+        reused buffers, valid until the next batch is asked for (default False).
+    classes: the class names (default: the folder's class folders, or the shards' class
+        list, PREFIX-classes.json beside them; a list or the path of such a file).
+    shuffle_buffer: samples held to shuffle shards when training (default 1000).
+    """
+
+    def __init__(self, data, batch_size: int, channels="24S", size: int = 448,
+                 train: bool = True, seed: int = 0, threads: Optional[int] = None,
+                 dtype="float32", stats=None, source: str = "jpeg-coeffs",
+                 drop_last: Optional[bool] = None, pin_memory: Optional[bool] = None,
+                 prefetch: int = 2, rank: Optional[int] = None,
+                 world_size: Optional[int] = None, copy: bool = False, classes=None,
+                 shuffle_buffer: int = 1000):
+        import torch
+        from .serving import _default_threads
+        from .stats import Stats
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+        dtype = str(dtype).replace("torch.", "") if isinstance(dtype, torch.dtype) \
+            else np.dtype(dtype).name
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be float32 or float16, not {dtype}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        if int(prefetch) < 1:
+            raise ValueError(f"prefetch must be at least 1, not {prefetch}")
+        threads = _default_threads() if threads is None else int(threads)
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, not {threads}")
+        rank = _env_int("RANK", 0) if rank is None else int(rank)
+        world_size = _env_int("WORLD_SIZE", 1) if world_size is None else int(world_size)
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of {world_size}")
+        if isinstance(stats, (str, os.PathLike)):
+            stats = Stats.load(stats)
+        elif isinstance(stats, dict):
+            stats = Stats.from_dict(stats)
+        elif stats is not None and not isinstance(stats, Stats):
+            raise TypeError(f"stats must be a Stats, its dict, a path or None, "
+                            f"not {type(stats).__name__}")
+
+        self.size = int(size)
+        self.source = source
+        self.channels = None if source == "rgb" else (
+            channel_set(channels) if isinstance(channels, str) else channels)
+        self.eval_geometry = eval_geometry(self.size)
+        if stats is not None:   # a mismatch is an error now, not in every worker
+            stats.scale_offset(self.channels, source=source, geometry=self.eval_geometry)
+        self.stats = stats
+        self.batch_size = int(batch_size)
+        self.train = bool(train)
+        self.seed = int(seed)
+        self.threads = threads
+        self.dtype = dtype
+        self.torch_dtype = getattr(torch, dtype)
+        self.drop_last = self.train if drop_last is None else bool(drop_last)
+        want_pin = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.pin_memory = want_pin and torch.cuda.is_available()
+        self.prefetch = int(prefetch)
+        self.rank, self.world_size = rank, world_size
+        self.copy = bool(copy)
+        self.epoch = 0
+        self.skipped: List[Tuple[str, str]] = []
+        if source == "rgb":
+            self.shape = (3, self.size, self.size)
+        else:
+            self.shape = (self.channels.count, self.size // 8, self.size // 8)
+
+        if isinstance(data, (str, os.PathLike)) and os.path.isdir(data):
+            self.data = _FolderData(os.fspath(data), classes)
+        else:
+            from .shards import ShardData
+            self.data = ShardData(data, classes=classes, shuffle_buffer=shuffle_buffer)
+        self.classes = self.data.classes
+
+        self._lock = threading.Lock()
+        self._workers: List[threading.Thread] = []
+        self._queue = None
+        self._stop = None
+        self._buffers = None     # [(x tensor, y tensor)], allocated on first iteration
+        self._events = None      # per buffer: a CUDA event to wait for before reuse
+
+    # -- sizes ---------------------------------------------------------------
+
+    def __len__(self):
+        """Batches per epoch on this rank (before skipped images shorten any)."""
+        n = self.data.count(self.train, self.rank, self.world_size, self.seed, self.epoch)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int):
+        """Select the epoch: its order (training) and every sample's crop and flip."""
+        self.epoch = int(epoch)
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The generator of sample ``index`` in the current epoch (JpegFolder's rule)."""
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+    def geometry(self, index: int, width: int, height: int):
+        """The Geometry of sample ``index`` this epoch for an image of width x height."""
+        if not self.train:
+            return self.eval_geometry
+        return sample_train(width, height, self.size, self.rng(index))
+
+    # -- decoding ------------------------------------------------------------
+
+    def _decode(self, index, src, row):
+        """One sample into ``row`` (numpy view of its batch row)."""
+        s = read_source(src)
+        g = self.geometry(index, s.width, s.height)
+        cube(s, self.channels if self.channels is not None else "24S", self.size,
+             self.source, g, self.stats, self.dtype, out=row)
+
+    def _work(self, q, stop):
+        while True:
+            task = q.get()
+            if task is None:
+                return
+            batch, row, index, src = task
+            if not stop.is_set() and batch.fatal is None:
+                try:
+                    self._decode(index, src, self._arrays[batch.slot][row])
+                except JpegError as e:
+                    with batch.lock:
+                        batch.failed.append((row, batch.names[row], str(e.reason)))
+                except BaseException as e:  # not the image's fault: the epoch stops
+                    batch.fatal = e
+                    stop.set()
+            with batch.lock:
+                batch.remaining -= 1
+                last = batch.remaining == 0
+            if last:
+                batch.done.set()
+
+    def _start(self):
+        with self._lock:
+            if self._workers:
+                raise RuntimeError("this JpegLoader is already being iterated; one pass at a time")
+            if self._buffers is None:
+                self._allocate()
+            self._queue, self._stop = queue.SimpleQueue(), threading.Event()
+            self._workers = [threading.Thread(target=self._work, args=(self._queue, self._stop),
+                                              name=f"jpegfreq-loader-{i}", daemon=True)
+                             for i in range(self.threads)]
+            for t in self._workers:
+                t.start()
+
+    def _allocate(self):
+        import torch
+        count = self.prefetch + (2 if self.pin_memory else 1)
+        self._buffers = [(torch.empty((self.batch_size,) + self.shape, dtype=self.torch_dtype,
+                                      pin_memory=self.pin_memory),
+                          torch.empty(self.batch_size, dtype=torch.int64,
+                                      pin_memory=self.pin_memory))
+                         for _ in range(count)]
+        self._arrays = [x.numpy() for x, _ in self._buffers]
+        self._events = [None] * count
+
+    def close(self):
+        """Stop and join the worker threads (idempotent; the loader stays usable)."""
+        with self._lock:
+            workers, self._workers = self._workers, []
+            q, stop = self._queue, self._stop
+        if not workers:
+            return
+        stop.set()
+        for _ in workers:
+            q.put(None)
+        for t in workers:
+            t.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        self.data.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- iteration -----------------------------------------------------------
+
+    def __iter__(self):
+        self._start()
+        try:
+            yield from self._batches()
+        finally:
+            self.close()
+
+    def _batches(self):
+        items = self.data.items(self.train, self.seed, self.epoch, self.rank, self.world_size)
+        try:
+            yield from self._assemble(items)
+        finally:
+            items.close()       # a shard stream's file or command goes now, not at collection
+
+    def _assemble(self, items):
+        import torch
+        skipped: List[Tuple[str, str]] = []
+        self.skipped = skipped
+        free = collections.deque(range(len(self._buffers)))
+        pending = collections.deque()
+        held = None          # the slot the loop holds
+        exhausted = False
+        data_skipped = getattr(self.data, "skipped", None)
+
+        def submit():
+            nonlocal exhausted
+            slot = free.popleft()
+            ev = self._events[slot]
+            if ev is not None:          # an async copy out of this buffer may be running
+                ev.synchronize()
+                self._events[slot] = None
+            labels = self._buffers[slot][1].numpy()
+            chunk = []
+            for item in items:
+                chunk.append(item)
+                if len(chunk) == self.batch_size:
+                    break
+            if len(chunk) < self.batch_size:
+                exhausted = True
+                if not chunk or self.drop_last:
+                    free.appendleft(slot)
+                    return
+            batch = _Batch(slot, len(chunk), [name for _, _, name, _ in chunk])
+            for row, (index, src, _, label) in enumerate(chunk):
+                labels[row] = label
+                self._queue.put((batch, row, index, src))
+            pending.append(batch)
+
+        while True:
+            if held is not None:        # the loop asked for the next batch: its buffer is free
+                if self.pin_memory:
+                    ev = torch.cuda.Event()
+                    ev.record()
+                    self._events[held] = ev
+                free.append(held)
+                held = None
+            while not exhausted and len(pending) < self.prefetch and free:
+                submit()
+            if data_skipped:
+                skipped.extend(data_skipped)
+                data_skipped.clear()
+            if not pending:
+                return
+            batch = pending.popleft()
+            while not batch.done.wait(0.1):   # a timeout keeps Ctrl-C responsive
+                pass
+            if batch.fatal is not None:
+                raise batch.fatal
+            while not exhausted and len(pending) < self.prefetch and free:
+                submit()
+            x, y = self._buffers[batch.slot]
+            n = batch.n
+            if batch.failed:
+                bad = sorted(batch.failed)
+                skipped.extend((name, reason) for _, name, reason in bad)
+                keep = np.setdiff1d(np.arange(n), [r for r, _, _ in bad])
+                for dst, src in enumerate(keep):   # compact in place, rows move up only
+                    if dst != src:
+                        x[dst] = x[int(src)]
+                        y[dst] = y[int(src)]
+                n = len(keep)
+            held = batch.slot
+            if n == 0:
+                continue
+            xb, yb = x[:n], y[:n]
+            if self.copy:
+                xb, yb = xb.clone(), yb.clone()
+            yield xb, yb
+
+    def __repr__(self):
+        what = "rgb" if self.channels is None else self.channels.name
+        return (f"JpegLoader({len(self.data)} images, {len(self.classes or ())} classes, {what}, "
+                f"size={self.size}, train={self.train}, batch_size={self.batch_size}, "
+                f"threads={self.threads}, dtype={self.dtype}, rank {self.rank} of "
+                f"{self.world_size})")

@@ -1,0 +1,348 @@
+"""Tar shards in the WebDataset layout: write them from an ImageFolder, read them as samples.
+
+    python -m jpegfreq.shards data/train shards/train --shard-size 1000
+        -> shards/train-000000.tar, shards/train-000001.tar, ... and shards/train-classes.json
+    JpegLoader("shards/train-{000000..000039}.tar", 64)      # or a list of paths
+    JpegLoader("pipe:aws s3 cp s3://bucket/train-000000.tar -", 64, classes=[...])
+
+Layout: each sample is two consecutive members, KEY.jpg (the image file's bytes, as stored;
+another image format keeps its extension) and KEY.cls (the label as decimal text).  KEY is
+the sample's index in the folder, eight digits, so keys are unique and in the folder's order,
+and a sample's crop and flip (the per-(seed, epoch, index) generator) is the same from the
+shards as from the folder.  PREFIX-classes.json beside the shards holds the class names and
+each shard's sample count (the loader's len()).
+
+Reading: every shard is read sequentially as a tar stream (the standard library's tarfile in
+stream mode): a local file, or "pipe:COMMAND", whose standard output is the tar stream (so
+object stores work through their own command-line tools).  Training shuffles the shard order
+per epoch and the samples through a bounded in-memory buffer; shards are split across ranks
+(shard i goes to rank i % world_size of the epoch's order), so evaluation is exact when every
+rank reads its own shards.  A member that cannot be used (no image, no or bad label, over the
+size limit) and a shard that breaks off (a damaged tar, a command that fails) are recorded
+as skipped; reading goes on with the next sample or shard.
+"""
+import argparse
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zlib
+from typing import List, Optional, Tuple
+
+from .stats import IMAGE_EXTENSIONS
+
+__all__ = ["expand_braces", "write_shards", "ShardData", "read_shard", "main"]
+
+#: members larger than this are skipped (anything loaded from a shard is untrusted input)
+MAX_MEMBER_BYTES = 256 << 20
+_IMAGE_SUFFIXES = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+_BRACE = re.compile(r"\{([^{}]*)\}")
+
+
+def expand_braces(pattern: str) -> List[str]:
+    """'train-{000000..000002}.tar' -> ['train-000000.tar', 'train-000001.tar', ...];
+    '{a,b}' lists too; ranges keep the zero padding of their first bound."""
+    m = _BRACE.search(pattern)
+    if m is None:
+        return [pattern]
+    body, head, tail = m.group(1), pattern[:m.start()], pattern[m.end():]
+    r = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if r:
+        a, b = int(r.group(1)), int(r.group(2))
+        if b < a:
+            raise ValueError(f"brace range {{{body}}} in {pattern!r} runs backwards")
+        width = len(r.group(1))
+        parts = [f"{i:0{width}d}" for i in range(a, b + 1)]
+    elif "," in body:
+        parts = body.split(",")
+    else:
+        raise ValueError(f"cannot expand {{{body}}} in {pattern!r} (use {{A..B}} or {{a,b}})")
+    return [head + p + rest for p in parts for rest in expand_braces(tail)]
+
+
+def _urls(data) -> List[str]:
+    if isinstance(data, (str, os.PathLike)):
+        data = [os.fspath(data)]
+    urls = []
+    for d in data:
+        d = os.fspath(d)
+        urls.extend([d] if d.startswith("pipe:") else expand_braces(d))
+    if not urls:
+        raise ValueError("no shards given")
+    return urls
+
+
+def _index_path(url: str) -> Optional[str]:
+    """PREFIX-classes.json for a shard PREFIX-NNNNNN.tar (None for pipe: sources)."""
+    if url.startswith("pipe:"):
+        return None
+    m = re.fullmatch(r"(.*)-\d+\.tar", url)
+    return (m.group(1) if m else os.path.splitext(url)[0]) + "-classes.json"
+
+
+def sample_index(key: str) -> int:
+    """The per-sample generator index of a key: the number a shard writer gave it, else a
+    stable hash of the key."""
+    base = key.rsplit("/", 1)[-1]
+    return int(base) if base.isdigit() else zlib.crc32(key.encode())
+
+
+def _open_stream(url: str):
+    """(file object, subprocess or None) of a shard's tar stream."""
+    if url.startswith("pipe:"):
+        err = tempfile.TemporaryFile()    # a file, not a pipe: a chatty command cannot block
+        try:
+            proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE, stderr=err)
+        except BaseException:
+            err.close()
+            raise
+        proc.errfile = err
+        return proc.stdout, proc
+    return open(url, "rb"), None
+
+
+def read_shard(url: str, skipped: list):
+    """(key, image bytes, label) of one shard, in member order; unusable samples and a
+    stream that breaks off are appended to ``skipped`` as (name, reason)."""
+    f, proc = _open_stream(url)
+    count, broken, ended = 0, None, False
+    try:
+        key, parts = None, {}
+
+        def finish():
+            nonlocal count
+            if key is None:
+                return None
+            image = next((parts[s] for s in _IMAGE_SUFFIXES if s in parts), None)
+            name = f"{url}:{key}"
+            if image is None:
+                skipped.append((name, "no image member (KEY.jpg) in the shard"))
+                return None
+            cls = parts.get("cls")
+            try:
+                label = int(cls.decode("ascii").strip())
+                if label < 0:
+                    raise ValueError
+            except (AttributeError, ValueError, UnicodeDecodeError):
+                skipped.append((name, "no valid label member (KEY.cls, a non-negative "
+                                      "integer)"))
+                return None
+            count += 1
+            return key, image, label
+
+        try:
+            with tarfile.open(fileobj=f, mode="r|*") as tf:
+                for m in tf:
+                    if not m.isfile():
+                        continue
+                    base = m.name.rsplit("/", 1)[-1]
+                    stem, dot, suffix = base.partition(".")
+                    k = m.name[:len(m.name) - len(base)] + stem
+                    if k != key:
+                        s = finish()
+                        if s is not None:
+                            yield s
+                        key, parts = k, {}
+                    if m.size > MAX_MEMBER_BYTES:
+                        skipped.append((f"{url}:{m.name}", f"member of {m.size} bytes exceeds "
+                                                           f"the limit of {MAX_MEMBER_BYTES}"))
+                        parts[suffix.lower()] = b""   # the sample then has no usable image
+                        continue
+                    parts[suffix.lower()] = tf.extractfile(m).read()
+            s = finish()
+            if s is not None:
+                yield s
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            broken = f"unreadable tar stream after {count} samples: {type(e).__name__}: {e}"
+        ended = True
+    finally:
+        if proc is not None and ended:
+            try:   # the archive's end: take the padding after it so the command can finish
+                for _ in range(16):
+                    if not f.read(1 << 16):
+                        break
+            except OSError:
+                pass
+        f.close()
+        if proc is not None:
+            killed = False
+            try:
+                proc.wait(timeout=30 if ended else 0)
+            except subprocess.TimeoutExpired:  # the loop stopped early, or a command that hangs
+                proc.kill()
+                killed = True
+            rc = proc.wait()
+            proc.errfile.seek(0)
+            err = proc.errfile.read().decode(errors="replace").strip()
+            proc.errfile.close()
+            if rc != 0 and ended and not killed:
+                broken = f"command exited with status {rc}" + (
+                    f": {err[-300:]}" if err else "") + (f" ({broken})" if broken else "")
+        if broken:
+            skipped.append((url, broken))
+
+
+class ShardData:
+    """Tar shards as the loader's (index, bytes, name, label) items (see the module doc).
+
+    data: a path, brace pattern or "pipe:COMMAND", or a list of them.
+    classes: the class names, or the path of a PREFIX-classes.json (default: the one beside
+        the first shard; pipe: sources have none, so their loader has classes None unless
+        given).  shuffle_buffer: samples held to shuffle when training.
+    """
+
+    def __init__(self, data, classes=None, shuffle_buffer: int = 1000):
+        self.urls = _urls(data)
+        self.shuffle_buffer = max(1, int(shuffle_buffer))
+        self.counts = {}
+        index = classes if isinstance(classes, (str, os.PathLike)) else None
+        if classes is None:
+            index = _index_path(self.urls[0])
+            if index is not None and not os.path.isfile(index):
+                missing = [u for u in self.urls if not u.startswith("pipe:")
+                           and not os.path.isfile(u)]
+                if missing:
+                    raise FileNotFoundError(f"no such shard: {missing[0]}")
+                index = None
+        self.classes = list(classes) if classes is not None and index is None else None
+        if index is not None:
+            try:
+                with open(index) as f:
+                    meta = json.load(f)
+                self.classes = [str(c) for c in meta["classes"]]
+                self.counts = {str(k): int(v) for k, v in meta.get("shards", {}).items()}
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{index}: not a shard class list ({type(e).__name__}: {e})") \
+                    from None
+        self.skipped: List[Tuple[str, str]] = []
+
+    def __len__(self):
+        n = self._count(self.urls)
+        return 0 if n is None else n
+
+    def _count(self, urls):
+        try:
+            return sum(self.counts[os.path.basename(u)] for u in urls)
+        except KeyError:
+            return None
+
+    def shards(self, train, seed, epoch, rank, world):
+        """This rank's shards of the epoch, in reading order."""
+        from .loader import epoch_rng
+        urls = list(self.urls)
+        if train:
+            order = epoch_rng(seed, epoch, 2 ** 64 - 2).permutation(len(urls))
+            urls = [urls[int(i)] for i in order]
+        return urls[rank::world]
+
+    def count(self, train, rank, world, seed=0, epoch=0):
+        n = self._count(self.shards(train, seed, epoch, rank, world))
+        if n is None:
+            raise TypeError("the length of these shards is unknown (no sample counts in a "
+                            "PREFIX-classes.json beside them)")
+        return n
+
+    def items(self, train, seed, epoch, rank, world):
+        from .loader import epoch_rng
+        stream = ((sample_index(k), data, f"{url}:{k}", label)
+                  for url in self.shards(train, seed, epoch, rank, world)
+                  for k, data, label in read_shard(url, self.skipped))
+        if not train:
+            yield from stream
+            return
+        rng = epoch_rng(seed, epoch, 2 ** 64 - 3)
+        buf = []
+        for s in stream:
+            if len(buf) < self.shuffle_buffer:
+                buf.append(s)
+                continue
+            j = int(rng.integers(len(buf)))
+            buf[j], s = s, buf[j]
+            yield s
+        for j in rng.permutation(len(buf)):
+            yield buf[int(j)]
+
+    def close(self):
+        pass
+
+
+def _add(tf, name: str, data: bytes):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = 0
+    tf.addfile(info, io.BytesIO(data))
+
+
+def write_shards(folder, prefix, shard_size: int = 1000, progress: bool = True) -> List[str]:
+    """Write the ImageFolder ``folder`` as PREFIX-000000.tar, ... (shard_size samples each)
+    and PREFIX-classes.json; returns the shard paths.  Each shard is written to a temporary
+    name and renamed, so a shard that exists is complete."""
+    from tqdm import tqdm
+    from .datasets import JpegFolder
+    if int(shard_size) < 1:
+        raise ValueError(f"shard size must be at least 1, not {shard_size}")
+    ds = JpegFolder(folder, split=None)
+    d = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(d, exist_ok=True)
+    paths, counts = [], {}
+    n_shards = -(-len(ds.samples) // shard_size)
+    with tqdm(total=len(ds.samples), unit="img", disable=not progress, file=sys.stderr,
+              desc="shards") as bar:
+        for s in range(n_shards):
+            path = f"{prefix}-{s:06d}.tar"
+            tmp = f"{path}.tmp{os.getpid()}"
+            chunk = ds.samples[s * shard_size:(s + 1) * shard_size]
+            try:
+                with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tf:
+                    for j, (p, label) in enumerate(chunk):
+                        key = f"{s * shard_size + j:08d}"
+                        ext = os.path.splitext(p)[1].lower().lstrip(".")
+                        ext = "jpg" if ext in ("jpg", "jpeg", "jpe", "jfif") else ext
+                        with open(p, "rb") as f:
+                            _add(tf, f"{key}.{ext}", f.read())
+                        _add(tf, f"{key}.cls", str(label).encode())
+                        bar.update(1)
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
+            paths.append(path)
+            counts[os.path.basename(path)] = len(chunk)
+    meta = {"classes": ds.classes, "shards": counts,
+            "pattern": f"{os.path.basename(prefix)}-{{{0:06d}..{n_shards - 1:06d}}}.tar"}
+    index = f"{prefix}-classes.json"
+    with open(f"{index}.tmp{os.getpid()}", "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(f"{index}.tmp{os.getpid()}", index)
+    return paths
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m jpegfreq.shards",
+                                description="Write an ImageFolder (CLASS/IMAGE) as tar shards "
+                                            "in the WebDataset layout.")
+    p.add_argument("folder", help="ImageFolder split folder (CLASS/IMAGE)")
+    p.add_argument("prefix", help="output prefix: PREFIX-000000.tar, ..., PREFIX-classes.json")
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard (1000)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    if a.shard_size < 1:
+        p.error("--shard-size must be at least 1")
+    try:
+        paths = write_shards(a.folder, a.prefix, a.shard_size, progress=not a.no_progress)
+    except FileNotFoundError as e:
+        p.error(str(e))
+    n = len(paths)
+    print(f"{n} shard{'s' if n != 1 else ''}: {a.prefix}-{{000000..{n - 1:06d}}}.tar "
+          f"and {a.prefix}-classes.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
