@@ -34,12 +34,13 @@ flag defaults (jpegfreq/presets.py) come from jpegfreq.runtime, shared with trai
 import argparse
 import datetime
 import os
+import sys
 import time
 
 import torch
 
 from jpegfreq import ChannelSet, runtime
-from jpegfreq.checkpoint import load_checkpoint, preprocessing, save_checkpoint
+from jpegfreq.checkpoint import CheckpointError, load_checkpoint, preprocessing, save_checkpoint
 from jpegfreq.coco import evaluate_coco
 from jpegfreq.detection import CocoJpeg, collate
 from jpegfreq.models import load_model
@@ -479,4 +480,8 @@ def get_args_parser():
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    try:
+        main(get_args_parser().parse_args())
+    except CheckpointError as e:  # names the file and the reason; nothing was loaded
+        print(f"detect.py: error: {e}", file=sys.stderr)
+        sys.exit(1)

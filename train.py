@@ -56,7 +56,7 @@ import jpegfreq
 from jpegfreq import runtime
 from jpegfreq.channels import ChannelSet
 from jpegfreq.models import build_model, load_model
-from jpegfreq.checkpoint import load_checkpoint, preprocessing, save_checkpoint
+from jpegfreq.checkpoint import CheckpointError, load_checkpoint, preprocessing, save_checkpoint
 from jpegfreq.datasets import BadImageError, JpegFolder, collate_skip_bad, default_size
 from jpegfreq.geometry import eval_geometry
 from jpegfreq.runtime import Context, ShardSampler, write_json, write_text
@@ -699,4 +699,7 @@ if __name__ == "__main__":
         main(cli_args)
     except BadImageError as e:
         print(f"train.py: error: bad image {_bad_image_message(e)}", file=sys.stderr)
+        sys.exit(1)
+    except CheckpointError as e:  # names the file and the reason; nothing was loaded
+        print(f"train.py: error: {e}", file=sys.stderr)
         sys.exit(1)

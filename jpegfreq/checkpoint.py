@@ -53,7 +53,7 @@ from .channels import ChannelSet
 from .geometry import Geometry, eval_geometry
 from .stats import Stats
 
-__all__ = ["TASKS", "REQUIRED_KEYS", "check_checkpoint", "check_plain", "load_checkpoint",
+__all__ = ["CheckpointError", "TASKS", "REQUIRED_KEYS", "check_checkpoint", "check_plain", "load_checkpoint",
            "preprocessing", "read_torch_file", "save_checkpoint"]
 
 TASKS = ("classify", "detect")
@@ -61,6 +61,11 @@ REQUIRED_KEYS = ("model", "arch", "num_classes", "source")
 _SOURCES = ("jpeg-coeffs", "spatial", "rgb")
 _PLAIN_SCALARS = (type(None), bool, int, float, str)
 _ZIP_MAGIC = b"PK\x03\x04"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or written safely; the message names the file (or the
+    key path) and the reason."""
 
 
 def _key_path(parent, key):
@@ -83,17 +88,17 @@ def check_plain(obj, where="checkpoint") -> None:
             return
         if isinstance(value, torch.Tensor):
             if kind not in (torch.Tensor, torch.nn.Parameter):
-                raise ValueError(f"{path}: a {kind.__module__}.{kind.__qualname__} tensor "
+                raise CheckpointError(f"{path}: a {kind.__module__}.{kind.__qualname__} tensor "
                                  "subclass is not plain data; store a torch.Tensor")
             return
         if kind in (list, tuple, dict, OrderedDict):
             if id(value) in stack:
-                raise ValueError(f"{path}: refers to itself (a cycle)")
+                raise CheckpointError(f"{path}: refers to itself (a cycle)")
             stack.add(id(value))
             if isinstance(value, dict):
                 for k, v in value.items():
                     if type(k) not in (str, int):
-                        raise ValueError(f"{path}: key {k!r} of type {type(k).__name__} is not "
+                        raise CheckpointError(f"{path}: key {k!r} of type {type(k).__name__} is not "
                                          "a str or int")
                     walk(v, _key_path(path, k))
             else:
@@ -101,7 +106,7 @@ def check_plain(obj, where="checkpoint") -> None:
                     walk(v, f"{path}[{i}]")
             stack.discard(id(value))
             return
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: {kind.__module__}.{kind.__qualname__} is not plain data; a checkpoint "
             "holds tensors, None, bool, int, float, str and lists/tuples/dicts of them "
             "(store vars(args), Stats.to_dict(), Geometry.to_dict(), ChannelSet.spec, "
@@ -113,36 +118,36 @@ def check_plain(obj, where="checkpoint") -> None:
 def check_checkpoint(ckpt, name="checkpoint") -> dict:
     """Raise ValueError (starting with name) unless ckpt follows the schema; returns ckpt."""
     if not isinstance(ckpt, dict):
-        raise ValueError(f"{name}: not a jpegfreq checkpoint (holds a {type(ckpt).__name__}, "
+        raise CheckpointError(f"{name}: not a jpegfreq checkpoint (holds a {type(ckpt).__name__}, "
                          "expected a dict)")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if ckpt.get("source", "rgb") != "rgb" and ckpt.get("channels") is None:
         missing.append("channels")
     if missing:
-        raise ValueError(f"{name}: not a jpegfreq checkpoint: lacks the required key(s) "
+        raise CheckpointError(f"{name}: not a jpegfreq checkpoint: lacks the required key(s) "
                          f"{', '.join(repr(k) for k in missing)} (required: "
                          f"{', '.join(REQUIRED_KEYS)}, and channels unless source is 'rgb')")
     task = ckpt.get("task", "classify")
     if task not in TASKS:
-        raise ValueError(f"{name}: task {task!r} is not one of {TASKS}")
+        raise CheckpointError(f"{name}: task {task!r} is not one of {TASKS}")
     if not isinstance(ckpt["arch"], str):
-        raise ValueError(f"{name}: arch must be a str, got {ckpt['arch']!r}")
+        raise CheckpointError(f"{name}: arch must be a str, got {ckpt['arch']!r}")
     n = ckpt["num_classes"]
     if type(n) is not int or n < 1:
-        raise ValueError(f"{name}: num_classes must be an int >= 1, got {n!r}")
+        raise CheckpointError(f"{name}: num_classes must be an int >= 1, got {n!r}")
     if ckpt["source"] not in _SOURCES:
-        raise ValueError(f"{name}: source {ckpt['source']!r} is not one of {_SOURCES}")
+        raise CheckpointError(f"{name}: source {ckpt['source']!r} is not one of {_SOURCES}")
     channels = ckpt.get("channels")
     if channels is not None and not isinstance(channels, str):
-        raise ValueError(f"{name}: channels must be a channel-set spec string, got "
+        raise CheckpointError(f"{name}: channels must be a channel-set spec string, got "
                          f"{type(channels).__name__}")
     model = ckpt["model"]
     if not isinstance(model, dict) or not all(isinstance(k, str) for k in model):
-        raise ValueError(f"{name}: model must be a state dict (str -> tensor)")
+        raise CheckpointError(f"{name}: model must be a state dict (str -> tensor)")
     kwargs = ckpt.get("model_kwargs")
     if kwargs is not None and not (isinstance(kwargs, dict)
                                    and all(isinstance(k, str) for k in kwargs)):
-        raise ValueError(f"{name}: model_kwargs must be a dict with str keys")
+        raise CheckpointError(f"{name}: model_kwargs must be a dict with str keys")
     return ckpt
 
 
@@ -179,27 +184,27 @@ def read_torch_file(path, map_location="cpu"):
         with open(name, "rb") as f:
             head = f.read(4)
     except OSError as e:
-        raise ValueError(f"{name}: cannot read checkpoint: {e.strerror or e}") from None
+        raise CheckpointError(f"{name}: cannot read checkpoint: {e.strerror or e}") from None
     if not head:
-        raise ValueError(f"{name}: not a checkpoint: the file is empty")
+        raise CheckpointError(f"{name}: not a checkpoint: the file is empty")
     if head != _ZIP_MAGIC:
-        raise ValueError(f"{name}: not a checkpoint: not a file written by torch.save "
+        raise CheckpointError(f"{name}: not a checkpoint: not a file written by torch.save "
                          "(no zip archive header)")
     try:
         return torch.load(name, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         what = f" ({found.group(1)})" if found else ""
-        raise ValueError(
+        raise CheckpointError(
             f"{name}: holds pickled Python objects{what} that only unsafe unpickling could "
             "rebuild: written by an older jpegfreq (or not by jpegfreq at all), it cannot be "
             "loaded safely and was not loaded; re-save its tensors and plain fields with the "
             "version that wrote it") from None
     except (RuntimeError, EOFError, OSError) as e:
         first = str(e).split(". ")[0].strip() or type(e).__name__
-        raise ValueError(f"{name}: truncated or corrupt checkpoint ({first})") from None
+        raise CheckpointError(f"{name}: truncated or corrupt checkpoint ({first})") from None
     except Exception as e:  # torch raises assorted errors on foreign zip files
-        raise ValueError(f"{name}: not a readable checkpoint ({type(e).__name__}: "
+        raise CheckpointError(f"{name}: not a readable checkpoint ({type(e).__name__}: "
                          f"{str(e)[:200]})") from None
 
 

@@ -10,7 +10,7 @@ job, so jpegfreq never imports the networks.
 """
 import torch
 
-from jpegfreq.checkpoint import check_checkpoint, load_checkpoint
+from jpegfreq.checkpoint import CheckpointError, check_checkpoint, load_checkpoint
 
 __all__ = ["CLASSIFIER_ARCHS", "DETECTOR_ARCHS", "build_model", "load_model"]
 
@@ -59,11 +59,11 @@ def _build_detector(ckpt, kwargs, state, name):
     from .detection import build_detector
     arch = ckpt["arch"]
     if arch not in DETECTOR_ARCHS:
-        raise ValueError(f"{name}: unknown detector arch {arch!r}; expected one of "
+        raise CheckpointError(f"{name}: unknown detector arch {arch!r}; expected one of "
                          f"{sorted(DETECTOR_ARCHS)}")
     kind, rgb = DETECTOR_ARCHS[arch]
     if rgb != (ckpt["source"] == "rgb"):
-        raise ValueError(f"{name}: arch {arch} does not take source {ckpt['source']!r}")
+        raise CheckpointError(f"{name}: arch {arch} does not take source {ckpt['source']!r}")
     if not rgb:
         # the weights come from the checkpoint: no backbone file to read again
         kwargs.pop("backbone_weights", None)
@@ -113,7 +113,7 @@ def load_model(checkpoint, device="cpu", map_location=None):
         net.load_state_dict(state, assign=meta)
     except RuntimeError as e:
         detail = " ".join(str(e).split())
-        raise ValueError(f"{name}: its state dict does not fit {ckpt['arch']} (source "
+        raise CheckpointError(f"{name}: its state dict does not fit {ckpt['arch']} (source "
                          f"{ckpt['source']}, channels {ckpt.get('channels')}): "
                          f"{detail[:400]}") from None
     return net.to(device).eval()

@@ -143,6 +143,8 @@ def _assert_refused(result, path, marker):
     assert result.returncode != 0
     text = result.stdout + result.stderr
     assert path in text and UNSAFE in text, text[-2000:]
+    # one line naming the file and the reason, not a traceback
+    assert "Traceback" not in text and ": error: " in result.stderr, text[-2000:]
     assert not marker.exists()
 
 
