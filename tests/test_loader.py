@@ -360,3 +360,24 @@ def test_corrupt_member_and_truncated_shard(folder, tmp_path):
     assert 0 < sum(len(y) for _, y in got) < 7
     assert [n for n, _ in ld.skipped] == [cut]
     assert "unreadable tar stream" in ld.skipped[0][1]
+
+
+def test_breaking_out_of_pipe_shards_ends_the_command(folder, shards):
+    start = threading.active_count()
+    paths = [f"pipe:cat {shards}-{i:06d}.tar" for i in range(4)]
+    ld = JpegLoader(paths, 2, size=SIZE, train=True, threads=2, classes=list(CLASSES),
+                    shuffle_buffer=3)
+    for i, (x, y) in enumerate(ld):
+        if i == 1:
+            break
+    assert threading.active_count() == start
+    assert ld.skipped == []                 # stopping early is not a failed command
+    got = _all(ld)                          # and the next pass reads everything again
+    assert sum(len(y) for _, y in got) == 14
+
+
+def test_pin_memory_needs_cuda(folder):
+    ld = JpegLoader(folder, 4, size=SIZE, pin_memory=True, threads=1)
+    assert ld.pin_memory == torch.cuda.is_available()
+    x, _ = next(iter(ld))
+    assert x.is_pinned() == torch.cuda.is_available()

@@ -1,0 +1,220 @@
+"""Training input throughput: JpegLoader against its ceiling and torchvision's pixel pipeline.
+
+    python bench/bench_loader.py FOLDER [--epochs 10] [--rounds 3] [--batch 64] [--threads 2]
+                                 [--channels 24S] [--size 448] [--limit N]
+
+FOLDER is an ImageFolder split (CLASS/IMAGE) or a flat folder of JPEGs (then a temporary
+ImageFolder of links to them is made, one class per file-name prefix before "_").  Every
+method reads the same files on the same cores, as training cubes (train=True, batch --batch)
+or, for torchvision, RandomResizedCrop 224 + flip + ToTensor + Normalize crops:
+
+- ceiling: --threads threads of read_source + sample_train + cube into a batch row, from the
+  files' bytes already in memory (no file reads, no batching logic);
+- JpegLoader float32 / float16 from the folder, and float32 from tar shards of the same files
+  (written to a temporary folder with jpegfreq.shards);
+- torchvision ImageFolder + DataLoader with --threads worker processes (persistent).
+
+Each method runs in a fresh process (so its peak resident memory, ru_maxrss, is its own): one
+untimed warm-up epoch, then --epochs timed epochs; the methods take turns for --rounds rounds
+(A B C ... A B C ...) and the median round is reported, as images per second and as a ratio
+to the ceiling and to torchvision.  The page cache is warm for all of them.
+"""
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import add_folder_argument, data_folder  # noqa: E402  (puts the checkout on sys.path)
+
+METHODS = ("ceiling", "loader-f32", "loader-f16", "loader-shards-f32", "torchvision")
+
+
+def _peak_mib():
+    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return me, kids
+
+
+def _images(folder):
+    from jpegfreq.datasets import JpegFolder
+    return JpegFolder(folder, split=None).samples
+
+
+def run_ceiling(a):
+    import numpy as np
+    import jpegfreq
+    from jpegfreq.source import read_source
+    blobs = []
+    for p, _ in _images(a.folder):
+        with open(p, "rb") as f:
+            blobs.append(f.read())
+    n = len(blobs)
+    cs = jpegfreq.ChannelSet.parse(a.channels)
+    side = a.size // 8
+    buffers = [np.empty((a.batch, cs.count, side, side), np.float32) for _ in range(a.threads)]
+
+    def epoch(e):
+        counter = iter(range(n))
+        lock = threading.Lock()
+
+        def work(t):
+            buf = buffers[t]
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                s = read_source(blobs[i])
+                g = jpegfreq.sample_train(s.width, s.height, a.size,
+                                          np.random.default_rng([0, e, i]))
+                jpegfreq.cube(s, cs, a.size, geometry=g, out=buf[i % a.batch])
+        ts = [threading.Thread(target=work, args=(t,)) for t in range(a.threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return n
+    return epoch
+
+
+def run_loader(a, dtype, shards=None):
+    from jpegfreq import JpegLoader
+    data = shards if shards else a.folder
+    ld = JpegLoader(data, a.batch, channels=a.channels, size=a.size, train=True,
+                    threads=a.threads, dtype=dtype, pin_memory=False)
+
+    def epoch(e):
+        ld.set_epoch(e)
+        return sum(len(y) for _, y in ld)
+    return epoch
+
+
+def run_torchvision(a):
+    import torch
+    from torchvision import datasets, transforms
+    tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
+                             transforms.ToTensor(),
+                             transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    ds = datasets.ImageFolder(a.folder, tf)
+    dl = torch.utils.data.DataLoader(ds, a.batch, shuffle=True, num_workers=a.threads,
+                                     drop_last=True, persistent_workers=True)
+
+    def epoch(e):
+        return sum(len(y) for _, y in dl)
+    return epoch
+
+
+def worker(a):
+    """One method in this process: warm-up epoch, timed epochs; prints a JSON line."""
+    import torch
+    torch.set_num_threads(1)
+    if a.worker == "ceiling":
+        epoch = run_ceiling(a)
+    elif a.worker == "loader-f32":
+        epoch = run_loader(a, "float32")
+    elif a.worker == "loader-f16":
+        epoch = run_loader(a, "float16")
+    elif a.worker == "loader-shards-f32":
+        epoch = run_loader(a, "float32", a.shards.split(","))
+    else:
+        epoch = run_torchvision(a)
+    epoch(0)
+    t = time.perf_counter()
+    images = sum(epoch(e) for e in range(1, a.epochs + 1))
+    dt = time.perf_counter() - t
+    me, kids = _peak_mib()
+    print(json.dumps({"method": a.worker, "images": images, "seconds": dt,
+                      "img_s": images / dt, "rss_mib": me, "worker_rss_mib": kids}))
+
+
+def image_folder(src, tmp):
+    """src itself when it holds class folders, else an ImageFolder of links to its JPEGs."""
+    if any(e.is_dir() for e in os.scandir(src)):
+        return src
+    root = os.path.join(tmp, "images")
+    for f in sorted(os.listdir(src)):
+        if not f.lower().endswith((".jpg", ".jpeg")):
+            continue
+        cls = f.split("_", 1)[0] if "_" in f else "all"
+        os.makedirs(os.path.join(root, cls), exist_ok=True)
+        os.symlink(os.path.abspath(os.path.join(src, f)), os.path.join(root, cls, f))
+    if not os.path.isdir(root):
+        raise SystemExit(f"no JPEG files in {src}")
+    return root
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_folder_argument(p)
+    p.add_argument("--epochs", type=int, default=10, help="timed epochs per method (10)")
+    p.add_argument("--rounds", type=int, default=3, help="turns of every method (3)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2, help="threads / worker processes (2)")
+    p.add_argument("--channels", default="24S")
+    p.add_argument("--size", type=int, default=448)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--shards", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.worker:
+        a.folder = a.folder or a.data
+        return worker(a)
+    folder = data_folder(p, a)
+    methods = [m for m in a.methods.split(",") if m]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        p.error(f"unknown methods {sorted(unknown)}; choose from {','.join(METHODS)}")
+    tmp = tempfile.mkdtemp(prefix="bench-loader-")
+    try:
+        from jpegfreq.shards import write_shards
+        root = image_folder(folder, tmp)
+        n = len(_images(root))
+        paths = write_shards(root, os.path.join(tmp, "shards", "train"),
+                             shard_size=max(1, -(-n // 4)), progress=False)
+        print(f"{n} images from {folder}; {a.channels} {a.size} train cubes, batch {a.batch}, "
+              f"{a.threads} threads/workers, {len(os.sched_getaffinity(0))} cores; "
+              f"{a.epochs} timed epochs x {a.rounds} rounds; {len(paths)} shards")
+        print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        results = {m: [] for m in methods}
+        base = [sys.executable, os.path.abspath(__file__), root, "--epochs", str(a.epochs),
+                "--batch", str(a.batch), "--threads", str(a.threads), "--channels", a.channels,
+                "--size", str(a.size), "--shards", ",".join(paths)]
+        for _ in range(a.rounds):
+            for m in methods:
+                out = subprocess.run(base + ["--worker", m], capture_output=True, text=True)
+                if out.returncode:
+                    raise SystemExit(f"{m} failed:\n{out.stderr[-3000:]}")
+                results[m].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"load average after:  {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def med(m, key):
+        return statistics.median(r[key] for r in results[m])
+    speed = {m: med(m, "img_s") for m in methods}
+    print(f"\n{'method':<20} {'img/s':>8} {'x ceiling':>10} {'x torchvision':>14} "
+          f"{'peak RSS MiB':>13} {'per worker':>11}")
+    for m in methods:
+        c = f"{speed[m] / speed['ceiling']:10.2f}" if "ceiling" in speed else f"{'':>10}"
+        t = f"{speed[m] / speed['torchvision']:14.2f}" if "torchvision" in speed else f"{'':>14}"
+        w = f"{med(m, 'worker_rss_mib'):11.0f}" if m == "torchvision" else f"{'-':>11}"
+        print(f"{m:<20} {speed[m]:8.0f} {c} {t} {med(m, 'rss_mib'):13.0f} {w}")
+    if "loader-f32" in speed and "loader-shards-f32" in speed:
+        print(f"shards / folder (float32): {speed['loader-shards-f32'] / speed['loader-f32']:.2f}")
+    spread = {m: (min(r["img_s"] for r in results[m]), max(r["img_s"] for r in results[m]))
+              for m in methods}
+    print("spread over rounds (img/s): " + ", ".join(f"{m} {lo:.0f}-{hi:.0f}"
+                                                    for m, (lo, hi) in spread.items()))
+
+
+if __name__ == "__main__":
+    main()
