@@ -214,7 +214,8 @@ def test_break_and_exceptions_leave_no_thread(folder, monkeypatch):
 
 
 def test_buffers_reused_and_copy(folder):
-    ld = JpegLoader(folder, batch_size=4, size=SIZE, train=False, threads=2, prefetch=1)
+    ld = JpegLoader(folder, batch_size=4, size=SIZE, train=False, threads=2, prefetch=1,
+                    pin_memory=False)
     ptrs = {x.data_ptr() for x, _ in ld}
     assert len(ptrs) == 2                                  # prefetch + 1 buffers
     kept = list(JpegLoader(folder, batch_size=4, size=SIZE, train=False, threads=2,
