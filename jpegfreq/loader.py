@@ -263,17 +263,17 @@ class JpegLoader:
         if half is None:
             cube(s, cs, self.size, self.source, g, self.stats, self.dtype, out=row)
             return
-        scratch, src32, dst16 = half
+        scratch, pieces32, pieces16 = half
         cube(s, cs, self.size, self.source, g, self.stats, "float32", out=scratch)
-        for i in range(0, src32.numel(), _PIECE):
-            dst16[i:i + _PIECE].copy_(src32[i:i + _PIECE])
+        for a, b in zip(pieces16, pieces32):
+            a.copy_(b)
 
     def _work(self, q, stop):
         scratch = None
         if self.dtype == "float16":
             import torch
             scratch = np.empty(self.shape, np.float32)
-            src32 = torch.from_numpy(scratch).view(-1)
+            pieces32 = torch.from_numpy(scratch).view(-1).split(_PIECE)
         while True:
             task = q.get()
             if task is None:
@@ -282,7 +282,7 @@ class JpegLoader:
             if not stop.is_set() and batch.fatal is None:
                 try:
                     half = None if scratch is None else \
-                        (scratch, src32, self._buffers[batch.slot][0][row].view(-1))
+                        (scratch, pieces32, self._pieces[batch.slot][row])
                     self._decode(index, src, self._arrays[batch.slot][row], half)
                 except JpegError as e:
                     with batch.lock:
@@ -318,6 +318,9 @@ class JpegLoader:
                                       pin_memory=self.pin_memory))
                          for _ in range(count)]
         self._arrays = [x.numpy() for x, _ in self._buffers]
+        # float16: each row as torch pieces to convert into (made once, not per sample)
+        self._pieces = [[row.view(-1).split(_PIECE) for row in x] for x, _ in self._buffers] \
+            if self.dtype == "float16" else None
         self._events = [None] * count
 
     def close(self):
