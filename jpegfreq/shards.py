@@ -105,9 +105,10 @@ def _open_stream(url: str):
     return open(url, "rb"), None
 
 
-def read_shard(url: str, skipped: list):
-    """(key, image bytes, label) of one shard, in member order; unusable samples and a
-    stream that breaks off are appended to ``skipped`` as (name, reason)."""
+def read_shard(url: str, skipped: list, num_classes: Optional[int] = None):
+    """(key, image bytes, label) of one shard, in member order; unusable samples (labels
+    from num_classes on included) and a stream that breaks off are appended to ``skipped``
+    as (name, reason)."""
     f, proc = _open_stream(url)
     count, broken, ended = 0, None, False
     try:
@@ -116,6 +117,8 @@ def read_shard(url: str, skipped: list):
         def finish():
             nonlocal count
             if key is None:
+                return None
+            if None in parts.values():   # an oversized member, recorded already
                 return None
             image = next((parts[s] for s in _IMAGE_SUFFIXES if s in parts), None)
             name = f"{url}:{key}"
@@ -130,6 +133,9 @@ def read_shard(url: str, skipped: list):
             except (AttributeError, ValueError, UnicodeDecodeError):
                 skipped.append((name, "no valid label member (KEY.cls, a non-negative "
                                       "integer)"))
+                return None
+            if num_classes is not None and label >= num_classes:
+                skipped.append((name, f"label {label} is not one of the {num_classes} classes"))
                 return None
             count += 1
             return key, image, label
@@ -150,7 +156,7 @@ def read_shard(url: str, skipped: list):
                     if m.size > MAX_MEMBER_BYTES:
                         skipped.append((f"{url}:{m.name}", f"member of {m.size} bytes exceeds "
                                                            f"the limit of {MAX_MEMBER_BYTES}"))
-                        parts[suffix.lower()] = b""   # the sample then has no usable image
+                        parts[suffix.lower()] = None   # the sample is skipped
                         continue
                     parts[suffix.lower()] = tf.extractfile(m).read()
             s = finish()
@@ -248,9 +254,10 @@ class ShardData:
 
     def items(self, train, seed, epoch, rank, world):
         from .loader import epoch_rng
+        n_classes = None if self.classes is None else len(self.classes)
         stream = ((sample_index(k), data, f"{url}:{k}", label)
                   for url in self.shards(train, seed, epoch, rank, world)
-                  for k, data, label in read_shard(url, self.skipped))
+                  for k, data, label in read_shard(url, self.skipped, n_classes))
         if not train:
             yield from stream
             return

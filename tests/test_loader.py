@@ -332,10 +332,12 @@ def test_shards_eval_ranks_and_pipe(folder, shards):
     assert _all(ld) == [] and "status" in ld.skipped[0][1]
 
 
-def test_corrupt_member_and_truncated_shard(folder, tmp_path):
+def test_corrupt_member_and_truncated_shard(folder, tmp_path, monkeypatch):
+    import jpegfreq.shards
+    monkeypatch.setattr(jpegfreq.shards, "MAX_MEMBER_BYTES", 100_000)
     prefix = str(tmp_path / "s")
     write_shards(folder, prefix, shard_size=8, progress=False)
-    # replace one image member by garbage, drop another's label
+    # one image member garbage, one label missing, one label out of range, one image too big
     src, dst = f"{prefix}-000000.tar", f"{prefix}-bad.tar"
     with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
         for m in tin.getmembers():
@@ -344,12 +346,20 @@ def test_corrupt_member_and_truncated_shard(folder, tmp_path):
                 data = b"\x00garbage" * 100
             if m.name == "00000005.cls":
                 continue
+            if m.name == "00000006.cls":
+                data = b"99"
+            if m.name == "00000007.jpg":
+                data = bytes(200_000)
             m.size = len(data)
             tout.addfile(m, io.BytesIO(data))
     ld = JpegLoader([dst], 4, size=SIZE, train=False, threads=2, classes=list(CLASSES))
     x, y = _cat(_all(ld))
-    assert len(y) == 6
-    assert sorted(n for n, _ in ld.skipped) == [f"{dst}:00000002", f"{dst}:00000005"]
+    assert len(y) == 4
+    assert sorted(n for n, _ in ld.skipped) == [f"{dst}:00000002", f"{dst}:00000005",
+                                                f"{dst}:00000006", f"{dst}:00000007.jpg"]
+    reasons = dict(ld.skipped)
+    assert "classes" in reasons[f"{dst}:00000006"]
+    assert "exceeds the limit" in reasons[f"{dst}:00000007.jpg"]
     # a shard cut in the middle: what came before is kept, the break is recorded
     cut = f"{prefix}-cut.tar"
     with open(f"{prefix}-000001.tar", "rb") as f:
