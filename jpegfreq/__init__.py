@@ -4,7 +4,8 @@
 
 Public names (see the README and docs/design.md):
     read_header, read_coefficients, JpegError, ChannelSet, cube, Geometry,
-    eval_geometry, sample_train, Stats, Decoder
+    eval_geometry, sample_train, Stats, Decoder, JpegLoader (torch)
+The networks: jpegfreq.models (load_model, resnet50_dct, ...); jpegfreq itself never imports them.
 Build facts: libjpeg_version, libjpeg_turbo.
 """
 from . import _jpegfreq
@@ -19,23 +20,25 @@ libjpeg_version = _jpegfreq.libjpeg_version
 libjpeg_turbo = bool(_jpegfreq.libjpeg_turbo)
 arithmetic_decoding = bool(_jpegfreq.arithmetic_decoding)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "read_header", "read_coefficients", "JpegError", "ChannelSet", "cube", "spatial_cube",
     "rgb_image", "Geometry", "eval_geometry", "sample_train", "Header", "Coefficients",
     "set_max_pixels", "get_max_pixels", "DEFAULT_MAX_PIXELS", "SOURCES",
     "SpatialFallbackWarning", "libjpeg_version", "libjpeg_turbo", "arithmetic_decoding",
-    "Stats", "Decoder", "BatchError",
+    "Stats", "Decoder", "BatchError", "JpegLoader",
 ]
 
 
-def __getattr__(name):  # lazy: Stats and Decoder pull in more modules
+def __getattr__(name):  # lazy: Stats, Decoder and JpegLoader pull in more modules (torch)
     if name == "Stats":
         from .stats import Stats
         return Stats
     if name in ("Decoder", "BatchError"):
         from . import serving
         return getattr(serving, name)
-    if name == "JpegLoader": from .loader import JpegLoader; return JpegLoader  # noqa: E701,E702
+    if name == "JpegLoader":
+        from .loader import JpegLoader
+        return JpegLoader
     raise AttributeError(name)
