@@ -32,6 +32,16 @@ __all__ = ["JpegFolder", "BadImage", "BadImageError", "collate_skip_bad", "find_
            "default_size"]
 
 
+#: last word of the (seed, epoch, .) generator seeds that are not a sample's own
+_ORDER_KEY = 2 ** 64 - 1
+
+
+def epoch_rng(seed: int, epoch: int, key: int = _ORDER_KEY) -> np.random.Generator:
+    """The generator of an epoch's order (sample permutation, shard order, shuffle buffer):
+    distinct from every per-sample generator [seed, epoch, index] (JpegFolder.rng)."""
+    return np.random.default_rng([int(seed), int(epoch), int(key)])
+
+
 class BadImage(NamedTuple):
     """Sentinel for a sample that could not be read: its index, path and the reason."""
     index: int

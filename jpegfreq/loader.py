@@ -53,6 +53,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .errors import JpegError
+from .datasets import epoch_rng
 from .geometry import eval_geometry, sample_train
 from .pipeline import SOURCES, channel_set, cube
 from .source import read_source
@@ -60,16 +61,8 @@ from .source import read_source
 __all__ = ["JpegLoader"]
 
 _DTYPES = ("float32", "float16")
-#: last word of the (seed, epoch, .) generator seeds that are not a sample's own
-_ORDER_KEY = 2 ** 64 - 1
 #: elements per torch copy when converting to float16 (under torch's parallel grain, 32768)
 _PIECE = 32768
-
-
-def epoch_rng(seed: int, epoch: int, key: int = _ORDER_KEY) -> np.random.Generator:
-    """The generator of an epoch's order (sample permutation, shard order, shuffle buffer):
-    distinct from every per-sample generator [seed, epoch, index] of jpegfreq.datasets."""
-    return np.random.default_rng([int(seed), int(epoch), int(key)])
 
 
 def _env_int(name: str, default: int) -> int:
@@ -180,13 +173,7 @@ class JpegLoader:
         world_size = _env_int("WORLD_SIZE", 1) if world_size is None else int(world_size)
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in a world of {world_size}")
-        if isinstance(stats, (str, os.PathLike)):
-            stats = Stats.load(stats)
-        elif isinstance(stats, dict):
-            stats = Stats.from_dict(stats)
-        elif stats is not None and not isinstance(stats, Stats):
-            raise TypeError(f"stats must be a Stats, its dict, a path or None, "
-                            f"not {type(stats).__name__}")
+        stats = Stats.coerce(stats)
 
         self.size = int(size)
         self.source = source

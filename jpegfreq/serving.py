@@ -99,13 +99,7 @@ class Decoder:
         elif not isinstance(geometry, Geometry):
             raise TypeError(f"geometry must be a Geometry, its dict or None, "
                             f"not {type(geometry).__name__}")
-        if isinstance(stats, (str, os.PathLike)):
-            stats = Stats.load(stats)
-        elif isinstance(stats, dict):
-            stats = Stats.from_dict(stats)
-        elif stats is not None and not isinstance(stats, Stats):
-            raise TypeError(f"stats must be a Stats, its dict, a path or None, "
-                            f"not {type(stats).__name__}")
+        stats = Stats.coerce(stats)
         dtype = np.dtype(dtype).name if not isinstance(dtype, torch.dtype) else \
             str(dtype).replace("torch.", "")
         if dtype not in _DTYPES:

@@ -238,7 +238,7 @@ class ShardData:
 
     def shards(self, train, seed, epoch, rank, world):
         """This rank's shards of the epoch, in reading order."""
-        from .loader import epoch_rng
+        from .datasets import epoch_rng
         urls = list(self.urls)
         if train:
             order = epoch_rng(seed, epoch, 2 ** 64 - 2).permutation(len(urls))
@@ -253,7 +253,7 @@ class ShardData:
         return n
 
     def items(self, train, seed, epoch, rank, world):
-        from .loader import epoch_rng
+        from .datasets import epoch_rng
         n_classes = None if self.classes is None else len(self.classes)
         stream = ((sample_index(k), data, f"{url}:{k}", label)
                   for url in self.shards(train, seed, epoch, rank, world)

@@ -131,6 +131,18 @@ class Stats:
                 "geometry": self.geometry}
 
     @classmethod
+    def coerce(cls, stats) -> Optional["Stats"]:
+        """A ``stats=`` argument as Stats: a Stats, its dict, a path to its JSON, or None."""
+        if stats is None or isinstance(stats, Stats):
+            return stats
+        if isinstance(stats, (str, os.PathLike)):
+            return cls.load(stats)
+        if isinstance(stats, dict):
+            return cls.from_dict(stats)
+        raise TypeError(f"stats must be a Stats, its dict, a path or None, "
+                        f"not {type(stats).__name__}")
+
+    @classmethod
     def from_dict(cls, d):
         cs = None if d.get("channels") is None else ChannelSet.parse(d["channels"])
         mean, std = np.asarray(d["mean"], np.float64), np.asarray(d["std"], np.float64)
