@@ -50,6 +50,7 @@ import re
 from collections import OrderedDict
 
 from .channels import ChannelSet
+from .files import atomic_write
 from .geometry import Geometry, eval_geometry
 from .stats import Stats
 
@@ -160,13 +161,7 @@ def save_checkpoint(path, state: dict) -> None:
     import torch
     check_checkpoint(state, f"checkpoint for {os.fspath(path)}")
     check_plain(state)
-    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda f: torch.save(state, f), binary=True)
 
 
 def read_torch_file(path, map_location="cpu"):

@@ -26,6 +26,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .files import atomic_write
 from .presets import PRESETS
 from .stats import Stats
 
@@ -177,33 +178,14 @@ def progress(iterable=None, ctx=None, enabled=True, **kw):
 # Files
 # ---------------------------------------------------------------------------
 
-def _atomic(path, write, newline=None):
-    """write(f) into a temporary file beside path, then rename it over path: a reader sees
-    the old file or the new one, never a part; on failure the old file is left as it was."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", newline=newline) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_text(path, text: str, newline=None) -> None:
-    """Write a text file atomically."""
-    _atomic(path, lambda f: f.write(text), newline)
+    """Write a text file atomically (jpegfreq.files.atomic_write)."""
+    atomic_write(path, lambda f: f.write(text), newline=newline, make_folder=True)
 
 
 def write_json(path, data, indent=1) -> None:
-    """Write a json file atomically."""
-    _atomic(path, lambda f: json.dump(data, f, indent=indent))
+    """Write a json file atomically (jpegfreq.files.atomic_write)."""
+    atomic_write(path, lambda f: json.dump(data, f, indent=indent), make_folder=True)
 
 
 def plain(obj, where="checkpoint"):

@@ -33,6 +33,7 @@ import tempfile
 import zlib
 from typing import List, Optional, Tuple
 
+from .files import atomic_write
 from .stats import IMAGE_EXTENSIONS
 
 __all__ = ["expand_braces", "write_shards", "ShardData", "read_shard", "main"]
@@ -302,10 +303,10 @@ def write_shards(folder, prefix, shard_size: int = 1000, progress: bool = True) 
               desc="shards") as bar:
         for s in range(n_shards):
             path = f"{prefix}-{s:06d}.tar"
-            tmp = f"{path}.tmp{os.getpid()}"
             chunk = ds.samples[s * shard_size:(s + 1) * shard_size]
-            try:
-                with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tf:
+
+            def write(out, s=s, chunk=chunk):
+                with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tf:
                     for j, (p, label) in enumerate(chunk):
                         key = f"{s * shard_size + j:08d}"
                         ext = os.path.splitext(p)[1].lower().lstrip(".")
@@ -314,19 +315,14 @@ def write_shards(folder, prefix, shard_size: int = 1000, progress: bool = True) 
                             _add(tf, f"{key}.{ext}", f.read())
                         _add(tf, f"{key}.cls", str(label).encode())
                         bar.update(1)
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-                raise
+
+            atomic_write(path, write, binary=True)
             paths.append(path)
             counts[os.path.basename(path)] = len(chunk)
     meta = {"classes": ds.classes, "shards": counts,
             "pattern": f"{os.path.basename(prefix)}-{{{0:06d}..{n_shards - 1:06d}}}.tar"}
     index = f"{prefix}-classes.json"
-    with open(f"{index}.tmp{os.getpid()}", "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(f"{index}.tmp{os.getpid()}", index)
+    atomic_write(index, lambda f: json.dump(meta, f, indent=1))
     return paths
 
 

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .channels import ChannelSet
+from .files import atomic_write
 from .geometry import PIXELS_PER_CELL, Geometry, eval_geometry, resized_size
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -153,10 +154,8 @@ class Stats:
                    int(d.get("count", 0)), d.get("geometry"))
 
     def save(self, path):
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, indent=1)
-        os.replace(tmp, path)
+        """Write the statistics as JSON, atomically (jpegfreq.files.atomic_write)."""
+        atomic_write(path, lambda f: json.dump(self.to_dict(), f, indent=1))
 
     @classmethod
     def load(cls, path):

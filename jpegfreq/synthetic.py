@@ -25,6 +25,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from .files import atomic_write
+
 __all__ = ["CLASSES", "SHAPE_CLASSES", "make_dataset", "make_shapes_dataset", "render"]
 
 #: Class names in label order; ``classes=n`` uses the first n.
@@ -323,8 +325,5 @@ def make_shapes_dataset(root, num_images=60, split="train", seed=0, size=(256, 2
     ann_path = os.path.join(os.fspath(root), f"{split}.json")
     data = {"images": images, "annotations": anns,
             "categories": [{"id": c, "name": n} for c, n in zip(category_ids, classes)]}
-    tmp = f"{ann_path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, ann_path)
+    atomic_write(ann_path, lambda f: json.dump(data, f))
     return ann_path
