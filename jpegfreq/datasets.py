@@ -36,6 +36,12 @@ __all__ = ["JpegFolder", "BadImage", "BadImageError", "collate_skip_bad", "find_
 _ORDER_KEY = 2 ** 64 - 1
 
 
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of sample ``index`` in ``epoch``: its crop and flip, whatever reads it
+    (JpegFolder, JpegLoader) and however many threads or processes do."""
+    return np.random.default_rng([int(seed), int(epoch), int(index)])
+
+
 def epoch_rng(seed: int, epoch: int, key: int = _ORDER_KEY) -> np.random.Generator:
     """The generator of an epoch's order (sample permutation, shard order, shuffle buffer):
     distinct from every per-sample generator [seed, epoch, index] (JpegFolder.rng)."""
@@ -146,7 +152,7 @@ class JpegFolder:
 
     def rng(self, index: int) -> np.random.Generator:
         """The generator of sample ``index`` in the current epoch."""
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
+        return sample_rng(self.seed, self.epoch, index)
 
     def geometry(self, index: int, src=None):
         """The Geometry sample ``index`` gets this epoch (training: sampled from the stored

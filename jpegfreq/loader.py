@@ -53,7 +53,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .errors import JpegError
-from .datasets import epoch_rng
+from .datasets import epoch_rng, sample_rng
 from .geometry import eval_geometry, sample_train
 from .pipeline import SOURCES, channel_set, cube
 from .source import read_source
@@ -229,7 +229,7 @@ class JpegLoader:
 
     def rng(self, index: int) -> np.random.Generator:
         """The generator of sample ``index`` in the current epoch (JpegFolder's rule)."""
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
+        return sample_rng(self.seed, self.epoch, index)
 
     def geometry(self, index: int, width: int, height: int):
         """The Geometry of sample ``index`` this epoch for an image of width x height."""
