@@ -1,0 +1,435 @@
+"""Photometric augmentation that is exact in the coefficient domain.
+
+    p = Photometric(brightness=1.2, contrast=0.8, saturation=1.3, hue=0.05)
+    x = jpegfreq.cube(data, "24S", geometry=g, photometric=p)
+    p = Photometric.sample(rng, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+
+The ops, in this fixed order, on the output image (after the geometry), with no clamping
+(a coefficient cube has no pixels to clamp):
+
+- brightness b: every pixel times b.  In YCbCr: Y times b, chroma (Cb - 128, Cr - 128) times b.
+  A coefficient is the orthonormal 8x8 DCT of level-shifted samples (docs/design.md,
+  "Coefficient definition"), whose DC of a constant block c is 8c, so every Y coefficient is
+  multiplied by b and the Y DC gains 8 * 128 * (b - 1); chroma coefficients are multiplied by b
+  (chroma is centred at 128 already: no offset).
+- contrast f: a blend with the mean grey m of the image: pixel -> f * pixel + (1 - f) * m.  In
+  YCbCr: Y AC times f, Y DC blended with its own mean over the output (the mean of the
+  output's Y DC channel *is* 8 * (m - 128)), chroma times f.  The mean only enters the Y DC
+  channel, so a channel set without Y0 needs nothing more.
+- saturation s: a blend with the pixel's own grey (Y): chroma times s, Y unchanged.
+- hue h (a fraction of a turn, -0.5..0.5): each frequency's (Cb, Cr) pair rotated by 2 pi h
+  (Cb' = cos Cb - sin Cr, Cr' = sin Cb + cos Cr).  This is a hue rotation in YCbCr, not
+  torchvision's HSV hue shift (see docs/augment.md): it keeps Y and the chroma magnitude of
+  every pixel; HSV keeps each pixel's largest and smallest RGB value.  A rotation needs both
+  Cb_k and Cr_k: when the channel set holds only one of them the operator computes the
+  partner too and drops it afterwards.
+- grayscale: chroma 0 (neutral grey), Y unchanged.
+
+Cost: brightness, saturation and grayscale (and contrast when the set has no Y0) are
+per-channel scales and an offset on Y0: they are folded into the scale/offset the C operator
+already applies (``coefficient_plan``), no extra pass.  Contrast with Y0 reads the raw Y0
+channel once (its mean) and rescales it; hue is one pass over the chroma channels.
+
+The same ops run in pixel space on the spatial path (``adjust_planes``, the reference) and on
+RGB inputs (``adjust_rgb``).  This module does not import the pipeline at load time; the
+pipeline calls ``coefficient_plan`` / ``CoefficientPlan.finish``, ``adjust_planes`` and
+``adjust_rgb``.
+"""
+import functools
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from .channels import ChannelSet
+
+__all__ = ["Photometric", "CoefficientPlan", "coefficient_plan", "apply_to_cube",
+           "adjust_planes", "adjust_rgb", "DC_GAIN", "LEVEL"]
+
+#: DC of an 8x8 block of constant level-shifted value c under the orthonormal DCT: 8 c.
+DC_GAIN = 8.0
+#: JPEG's level shift (and the centre of full-range chroma).
+LEVEL = 128.0
+
+# JFIF full-range BT.601 luma weights (the Y of jpegfreq's YCbCr).
+_LUMA = (0.299, 0.587, 0.114)
+
+_FACTORS = ("brightness", "contrast", "saturation")
+
+
+def _number(name, v) -> float:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"Photometric {name} must be a number, not {type(v).__name__}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"Photometric {name} must be finite, got {v}")
+    return v
+
+
+@dataclass(frozen=True)
+class Photometric:
+    """Brightness, contrast, saturation, hue and grayscale as plain numbers.
+
+    brightness, contrast, saturation: factors >= 0 (1 = unchanged), meaning what
+    torchvision.transforms.v2.functional.adjust_brightness / adjust_contrast /
+    adjust_saturation mean, without their clamp to [0, 1]; contrast blends with the mean
+    grey of the output image.  hue: a rotation of the chroma plane by ``hue`` turns
+    (-0.5..0.5; 0 = unchanged): a YCbCr hue rotation, not torchvision's HSV adjust_hue.
+    grayscale: drop the chroma.  Applied in that fixed order.
+    """
+
+    brightness: float = 1.0
+    contrast: float = 1.0
+    saturation: float = 1.0
+    hue: float = 0.0
+    grayscale: bool = False
+
+    def __post_init__(self):
+        for name in _FACTORS + ("hue",):
+            object.__setattr__(self, name, _number(name, getattr(self, name)))
+        for name in _FACTORS:
+            if getattr(self, name) < 0:
+                raise ValueError(f"Photometric {name} must be >= 0, got {getattr(self, name)}")
+        if not -0.5 <= self.hue <= 0.5:
+            raise ValueError(f"Photometric hue must be within [-0.5, 0.5] turns, got {self.hue}")
+        if not isinstance(self.grayscale, (bool, np.bool_)):
+            raise TypeError(f"Photometric grayscale must be a bool, not "
+                            f"{type(self.grayscale).__name__}")
+        object.__setattr__(self, "grayscale", bool(self.grayscale))
+
+    @property
+    def identity(self) -> bool:
+        """True when the ops change nothing."""
+        return (self.brightness == 1.0 and self.contrast == 1.0 and self.saturation == 1.0
+                and self.hue == 0.0 and not self.grayscale)
+
+    @property
+    def rotates(self) -> bool:
+        """True when the chroma pairs are rotated (hue != 0 and colour kept)."""
+        return self.hue != 0.0 and not self.grayscale and self.chroma_gain != 0.0
+
+    @property
+    def luma_gain(self) -> float:
+        """What every Y coefficient (AC, and DC before its offset) is multiplied by."""
+        return self.brightness * self.contrast
+
+    @property
+    def chroma_gain(self) -> float:
+        """What every chroma coefficient is multiplied by (before the hue rotation)."""
+        return 0.0 if self.grayscale else self.brightness * self.contrast * self.saturation
+
+    def to_dict(self) -> dict:
+        return {"brightness": self.brightness, "contrast": self.contrast,
+                "saturation": self.saturation, "hue": self.hue, "grayscale": self.grayscale}
+
+    @classmethod
+    def from_dict(cls, d) -> "Photometric":
+        if not isinstance(d, dict):
+            raise ValueError(f"a Photometric record must be a dict, not {type(d).__name__}")
+        unknown = set(d) - set(cls().to_dict())
+        if unknown:
+            raise ValueError(f"unknown Photometric fields: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    @classmethod
+    def sample(cls, rng, brightness=None, contrast=None, saturation=None, hue=None,
+               grayscale_p: float = 0.0) -> "Photometric":
+        """Draw one Photometric from ``rng`` (a numpy Generator, e.g. the per-sample one).
+
+        brightness, contrast, saturation: torchvision ColorJitter's meaning: a number v >= 0
+        draws the factor uniformly from [max(0, 1 - v), 1 + v]; a pair (lo, hi) with
+        0 <= lo <= hi from [lo, hi]; None or 0 leaves the factor at 1 and draws nothing.
+        hue: a number 0 <= h <= 0.5 draws from [-h, h], a pair from [lo, hi] within
+        [-0.5, 0.5].  grayscale_p: probability of grayscale (RandomGrayscale's p).
+        Draws happen in the fixed order brightness, contrast, saturation, hue, grayscale
+        (ColorJitter also shuffles the order of the ops; here the order is always that one).
+        """
+        vals = {}
+        for name, spec in (("brightness", brightness), ("contrast", contrast),
+                           ("saturation", saturation)):
+            rng_ = _factor_range(name, spec)
+            vals[name] = 1.0 if rng_ is None else float(rng.uniform(*rng_))
+        hr = _hue_range(hue)
+        vals["hue"] = 0.0 if hr is None else float(rng.uniform(*hr))
+        p = _number("grayscale_p", grayscale_p)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"grayscale_p must be within [0, 1], got {p}")
+        vals["grayscale"] = bool(p > 0.0 and rng.random() < p)
+        return cls(**vals)
+
+
+def _pair(name, spec):
+    if not isinstance(spec, (tuple, list)) or len(spec) != 2:
+        raise TypeError(f"{name} range must be a number or a (lo, hi) pair, not {spec!r}")
+    lo, hi = _number(name, spec[0]), _number(name, spec[1])
+    if lo > hi:
+        raise ValueError(f"{name} range ({lo}, {hi}): lo must not exceed hi")
+    return lo, hi
+
+
+def _factor_range(name, spec):
+    if spec is None:
+        return None
+    if isinstance(spec, (tuple, list)):
+        lo, hi = _pair(name, spec)
+        if lo < 0:
+            raise ValueError(f"{name} range ({lo}, {hi}) must not go below 0")
+    else:
+        v = _number(name, spec)
+        if v < 0:
+            raise ValueError(f"{name} jitter must be >= 0, got {v}")
+        lo, hi = max(0.0, 1.0 - v), 1.0 + v
+    return None if (lo, hi) == (1.0, 1.0) else (lo, hi)
+
+
+def _hue_range(spec):
+    if spec is None:
+        return None
+    if isinstance(spec, (tuple, list)):
+        lo, hi = _pair("hue", spec)
+    else:
+        h = _number("hue", spec)
+        if h < 0:
+            raise ValueError(f"hue jitter must be >= 0, got {h}")
+        lo, hi = -h, h
+    if lo < -0.5 or hi > 0.5:
+        raise ValueError(f"hue range ({lo}, {hi}) must lie within [-0.5, 0.5]")
+    return None if (lo, hi) == (0.0, 0.0) else (lo, hi)
+
+
+# ---------------------------------------------------------------------------
+# Coefficient domain: folded into the operator's scale/offset, plus a small post-pass
+# ---------------------------------------------------------------------------
+
+class _Layout(NamedTuple):
+    request: ChannelSet       # what the operator computes (cs, or cs plus hue partners)
+    keep: object              # None (request == cs), a slice or an index array into request
+    is_y: np.ndarray          # bool (len(request),)
+    ydc: int                  # position of Y0 in request, -1 if absent
+    cb: Optional[slice]       # the Cb block of request (same k order as cr), when paired
+    cr: Optional[slice]
+    pos: np.ndarray           # positions in request of cs's channels (for scale/offset)
+
+
+@functools.lru_cache(maxsize=128)
+def _layout(cs: ChannelSet, pairs: bool) -> _Layout:
+    request, keep = cs, None
+    if pairs:
+        ycb, ycr = set(cs.per_component[1]), set(cs.per_component[2])
+        both = ycb | ycr
+        if both and (ycb != ycr):
+            request = ChannelSet(set(cs.indices) | {64 + k for k in both} | {128 + k for k in both})
+    idx = {g: i for i, g in enumerate(request.indices)}
+    pos = np.array([idx[g] for g in cs.indices], np.intp)
+    if request is not cs:
+        keep = pos
+    comp = np.asarray(request.component_of)
+    k = np.asarray(request.k)
+    is_y = comp == 0
+    ydc = int(idx.get(0, -1))
+    cb = cr = None
+    if pairs:
+        ncb = int(np.sum(comp == 1))
+        if ncb and ncb == int(np.sum(comp == 2)):
+            y_n = int(np.sum(is_y))
+            cb, cr = slice(y_n, y_n + ncb), slice(y_n + ncb, y_n + 2 * ncb)
+            assert np.array_equal(k[cb], k[cr])
+    return _Layout(request, keep, is_y, ydc, cb, cr, pos)
+
+
+class CoefficientPlan(NamedTuple):
+    """What the operator is asked for and what remains after it.
+
+    request: the ChannelSet the operator computes (the caller's set, or that set plus the
+    chroma partners a hue rotation needs).  scale, offset: float32 per request channel, for
+    the operator's ``x * scale + offset`` (None: none).  ``finish(res)``: the post-pass on
+    the operator's (len(request), H, W) float32 result, in place; returns the caller's
+    channels (a view of res when nothing is dropped).
+    """
+    request: ChannelSet
+    scale: Optional[np.ndarray]
+    offset: Optional[np.ndarray]
+    layout: Optional[_Layout] = None
+    # Y0 under contrast: final = raw * dc[0] + (dc[1] + dc[2] * mean(raw))
+    dc: Optional[tuple] = None
+    # hue: cb' = cb * diag - cr * rot_b, cr' = cr * diag + cb * rot_r (diag None: 1)
+    rot: Optional[tuple] = None
+
+    @property
+    def needs_pass(self) -> bool:
+        """True when finish() does work beyond returning the operator's result."""
+        return self.layout is not None and (self.dc is not None or self.rot is not None
+                                            or self.layout.keep is not None)
+
+    def finish(self, res: np.ndarray) -> np.ndarray:
+        lay = self.layout
+        if lay is None:
+            return res
+        if self.dc is not None:
+            # the operator left Y0 raw: its mean over the output is 8 * (mean grey - 128)
+            raw = res[lay.ydc]
+            g, c0, c1 = self.dc
+            m0 = float(raw.mean(dtype=np.float64))
+            raw *= np.float32(g)
+            raw += np.float32(c0 + c1 * m0)
+        if self.rot is not None:
+            cb, cr = res[lay.cb], res[lay.cr]
+            diag, rot_b, rot_r = self.rot
+            t_r = np.multiply(cb, rot_r)
+            t_b = np.multiply(cr, rot_b)
+            if diag is not None:
+                cb *= diag
+                cr *= diag
+            cb -= t_b
+            cr += t_r
+        if lay.keep is not None:
+            return res[lay.keep]
+        return res
+
+
+def coefficient_plan(p: Optional[Photometric], cs: ChannelSet, scale=None,
+                     offset=None) -> CoefficientPlan:
+    """The operator's request and scale/offset for Photometric ``p`` on channel set ``cs``,
+    with ``scale``/``offset`` the caller's normalisation (None: unnormalised).
+
+    Everything per-channel is folded into the returned scale/offset (no extra pass); what
+    is left (contrast's Y0 mean, the hue rotation, dropping hue partners) is
+    ``plan.finish(result)``.  ``p`` None or identity: the request is cs and the scale/offset
+    are the caller's, unchanged.
+    """
+    if p is None or p.identity:
+        return CoefficientPlan(cs, scale, offset)
+    lay = _layout(cs, p.rotates)
+    n = lay.request.count
+    if lay.keep is None:
+        sc = np.ones(n, np.float64) if scale is None else np.array(scale, np.float64)
+        of = np.zeros(n, np.float64) if offset is None else np.array(offset, np.float64)
+    else:
+        sc, of = np.ones(n, np.float64), np.zeros(n, np.float64)
+        if scale is not None:
+            sc[lay.pos] = scale
+        if offset is not None:
+            of[lay.pos] = offset
+    b, f = p.brightness, p.contrast
+    op_sc = sc * np.where(lay.is_y, p.luma_gain, p.chroma_gain)
+    op_of = of
+    dc = rot = None
+    if lay.ydc >= 0:
+        i = lay.ydc
+        shift = DC_GAIN * LEVEL * (b - 1.0)        # brightness of the level-shifted DC
+        if f != 1.0:                                # contrast: blend with the mean DC
+            dc = (op_sc[i], shift * sc[i] + of[i], (1.0 - f) * b * sc[i])
+            op_sc[i], op_of[i] = 1.0, 0.0           # raw: finish() needs its mean
+        else:
+            op_of[i] += shift * sc[i]
+    if p.rotates:
+        # out_b = sc_b (c u_b - s u_r) + of_b, out_r = sc_r (s u_b + c u_r) + of_r, with u the
+        # chroma after its gain.  The operator gives z = lam * sc * u + q; then
+        # out_b = (c/lam) z_b - a z_r, out_r = (c/lam) z_r + r z_b, a = s sc_b / (lam sc_r),
+        # r = s sc_r / (lam sc_b), and q solves the 2x2 system that leaves no constant over.
+        th = 2.0 * math.pi * p.hue
+        c, s = math.cos(th), math.sin(th)
+        lam = c if abs(c) >= 0.5 else 1.0          # lam = c saves two multiplies
+        kb, kr = lay.cb, lay.cr
+        sb, sr = sc[kb], sc[kr]
+        if not (np.all(sb != 0) and np.all(sr != 0)):
+            raise ValueError("a hue rotation needs non-zero normalisation scales on chroma")
+        ob, orr = of[kb].copy(), of[kr].copy()
+        a, r = s * sb / (lam * sr), s * sr / (lam * sb)
+        d = c / lam
+        op_sc[kb] *= lam
+        op_sc[kr] *= lam
+        op_of[kb] = lam * lam * (d * ob + a * orr)
+        op_of[kr] = lam * lam * (d * orr - r * ob)
+        f32 = np.float32
+        rot = (None if lam == c else f32(d), a.astype(f32)[:, None, None],
+               r.astype(f32)[:, None, None])
+    return CoefficientPlan(lay.request, op_sc.astype(np.float32), op_of.astype(np.float32),
+                           lay, dc, rot)
+
+
+def apply_to_cube(p: Optional[Photometric], cube: np.ndarray, cs: ChannelSet,
+                  scale=None, offset=None) -> np.ndarray:
+    """Photometric ``p`` (then the normalisation ``x * scale + offset``) applied to an
+    unnormalised cube of ``coefficient_plan(p, cs).request``'s channels: what the operator
+    and the post-pass do together, as a separate step (float32 result for cs)."""
+    plan = coefficient_plan(p, cs, scale, offset)
+    x = np.array(cube, np.float32)
+    if x.ndim != 3 or x.shape[0] != plan.request.count:
+        raise ValueError(f"cube must be ({plan.request.count}, H, W) for channels "
+                         f"{plan.request.name}, got shape {x.shape}")
+    if plan.scale is not None:
+        x *= plan.scale[:, None, None]
+    if plan.offset is not None:
+        x += plan.offset[:, None, None]
+    return plan.finish(x)
+
+
+# ---------------------------------------------------------------------------
+# Pixel space: the reference (spatial path) and RGB inputs
+# ---------------------------------------------------------------------------
+
+def adjust_planes(p: Optional[Photometric], planes):
+    """The ops on level-shifted YCbCr pixel planes of the output image (sample - 128), one
+    after the other as written: ``planes`` is [Y] (grayscale: chroma is neutral and stays so)
+    or [Y, Cb, Cr], float (H, W) arrays.  Returns new float32 planes."""
+    planes = [np.asarray(q, np.float32) for q in planes]
+    if p is None or p.identity:
+        return planes
+    y = planes[0].astype(np.float64)
+    ch = [q.astype(np.float64) for q in planes[1:3]]
+    # brightness: pixels times b (level-shifted: y + 128 -> b * (y + 128))
+    y = p.brightness * (y + LEVEL) - LEVEL
+    ch = [p.brightness * c for c in ch]
+    # contrast: blend with the image's mean grey
+    if p.contrast != 1.0:
+        m = y.mean()
+        y = p.contrast * y + (1.0 - p.contrast) * m
+        ch = [p.contrast * c for c in ch]
+    # saturation: blend with the pixel's grey (same Y, neutral chroma)
+    ch = [p.saturation * c for c in ch]
+    if len(ch) == 2 and p.hue != 0.0:
+        th = 2.0 * math.pi * p.hue
+        cb, cr = ch
+        ch = [math.cos(th) * cb - math.sin(th) * cr, math.sin(th) * cb + math.cos(th) * cr]
+    if p.grayscale:
+        ch = [np.zeros_like(c) for c in ch]
+    return [q.astype(np.float32) for q in [y] + ch]
+
+
+def adjust_rgb(p: Optional[Photometric], rgb: np.ndarray) -> np.ndarray:
+    """The ops on an RGB image (3, H, W) in [0, 1], without clamping (the caller clamps
+    once at the end): brightness scales, contrast blends with the mean of Y, saturation with
+    each pixel's Y, hue rotates the chroma plane (the YCbCr rotation of the cube paths, done
+    as a 3x3 matrix on RGB), grayscale sets R = G = B = Y.  Returns float32 (3, H, W)."""
+    x = np.asarray(rgb, np.float32)
+    if p is None or p.identity:
+        return x
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"rgb must be (3, H, W), got shape {x.shape}")
+    from .pipeline import _RGB2YCC
+    fwd = _RGB2YCC.astype(np.float64)
+    inv = np.linalg.inv(fwd)
+    luma = np.asarray(_LUMA, np.float64)
+    # Each op is affine on RGB: compose them into one 3x3 matrix and an offset.
+    mat, off = np.eye(3) * p.brightness, np.zeros(3)
+    if p.contrast != 1.0:
+        m = float(np.tensordot(luma, x.reshape(3, -1).mean(1, dtype=np.float64), 1))
+        m = p.brightness * m                       # mean grey after brightness
+        mat = p.contrast * mat
+        off = p.contrast * off + (1.0 - p.contrast) * m
+    gray = np.outer(np.ones(3), luma)              # rgb -> (Y, Y, Y)
+    sat = p.saturation * np.eye(3) + (1.0 - p.saturation) * gray
+    mat, off = sat @ mat, sat @ off
+    if p.hue != 0.0:
+        th = 2.0 * math.pi * p.hue
+        rot = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(th), -math.sin(th)],
+                        [0.0, math.sin(th), math.cos(th)]])
+        hue = inv @ rot @ fwd                      # chroma rotation, Y kept
+        mat, off = hue @ mat, hue @ off
+    if p.grayscale:
+        mat, off = gray @ mat, gray @ off
+    out = np.tensordot(mat.astype(np.float32), x, 1)
+    out += off.astype(np.float32)[:, None, None]
+    return out
