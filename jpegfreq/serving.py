@@ -4,6 +4,9 @@
     x = dec.decode(jpeg_bytes)                     # (C, H/8, W/8) torch tensor
     xb = dec.decode_batch([b1, b2, b3])            # (3, C, H/8, W/8), decoded in threads
     xb, failed = dec.decode_batch(items, errors="return")   # failed: [(index, JpegError)]
+    xb, reports = dec.decode_batch(items, errors="report")  # one ItemReport per item
+    xb = dec.keep_rows(xb, [r.index for r in reports if r.ok])  # still page-locked
+    x = dec.to_device(xb, "cuda", dtype=torch.float32)      # async copy, guarded buffer
     model = jpegfreq.models.load_model("ckpt.pth")  # the network lives with the models
 
 A Decoder holds a fixed pre-processing (channel set, geometry, source, stats,
@@ -11,11 +14,19 @@ dtype) and a thread pool created on first use.  The C reader and operator
 release the GIL, so the pool's threads decode in parallel.  One Decoder may be
 used from any number of threads at once; ``close()`` (or ``with``) stops the
 pool, and a later batch simply starts a new one.
+
+Page-locked memory (``pin_memory=True``, CUDA only) is allocated only in the
+process that built the Decoder: a copy unpickled elsewhere (DataLoader
+workers) or inherited through fork never pins, so no child process touches
+CUDA that its parent initialised.  A page-locked ``out=`` buffer reused between
+batches is not written again while a ``to_device`` copy out of it may still be
+running: decode_batch waits for the CUDA event recorded after that copy.
 """
 import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -28,7 +39,7 @@ from .pipeline import SOURCES, cube
 from .reader import source_name
 from .stats import Stats
 
-__all__ = ["Decoder", "BatchError"]
+__all__ = ["Decoder", "BatchError", "ItemReport"]
 
 _DTYPES = ("float32", "float16")
 
@@ -56,6 +67,79 @@ class BatchError(JpegError):
         return (type(self), (self.index, self.error, self.failures))
 
 
+# libjpeg's JWRN_JPEG_EOF: the data ended before the EOI marker (a truncated file)
+_EOF_WARNING = "Premature end of JPEG file"
+
+
+@dataclass(frozen=True)
+class ItemReport:
+    """What happened to one item of ``decode_batch(..., errors="report")``.
+
+    index: the item's position in the batch.
+    error: the JpegError that refused it, or None when its row holds the image.
+    warnings: libjpeg's warnings for the item, in the order it gave them (empty for
+        a clean file and for a refused one).
+    share: the fraction of the image data that was decoded, in [0, 1], when the
+        reader reports it; None when it does not (then ``truncated`` falls back on
+        the warnings).
+    """
+
+    index: int
+    error: Optional[JpegError] = None
+    warnings: Tuple[str, ...] = ()
+    share: Optional[float] = None
+
+    @property
+    def ok(self) -> bool:
+        """The row holds the decoded image (perhaps a partial one: see truncated)."""
+        return self.error is None
+
+    @property
+    def truncated(self) -> bool:
+        """The file was decoded but its image data ended early: share < 1 when the
+        share is known, else libjpeg warned that the data ended before the EOI marker."""
+        if self.error is not None:
+            return False
+        if self.share is not None:
+            return self.share < 1.0
+        return any(w.startswith(_EOF_WARNING) for w in self.warnings)
+
+
+class _CopyGuard:
+    """CUDA events of host-to-device copies still reading page-locked buffers, per
+    buffer storage: ``record`` after a non-blocking copy, ``wait`` before writing the
+    buffer again.  ``new_event`` makes the event (torch.cuda.Event; tests substitute it)."""
+
+    def __init__(self, new_event=None):
+        self.new_event = new_event
+        self._lock = threading.Lock()
+        self._pending = {}
+
+    @staticmethod
+    def _key(t):
+        return t.untyped_storage().data_ptr()
+
+    def record(self, t):
+        if self.new_event is None:
+            import torch
+            event = torch.cuda.Event()
+        else:
+            event = self.new_event()
+        event.record()  # on the current stream, after the copy just queued there
+        with self._lock:
+            self._pending.setdefault(self._key(t), []).append(event)
+
+    def wait(self, t):
+        with self._lock:
+            events = self._pending.pop(self._key(t), ())
+        for event in events:
+            event.synchronize()
+
+    def __len__(self):
+        with self._lock:
+            return sum(len(v) for v in self._pending.values())
+
+
 def _default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -78,7 +162,9 @@ class Decoder:
         the CPUs this process may run on); 1 decodes in the calling thread only.
     pin_memory: allocate decode_batch outputs in page-locked memory for fast,
         asynchronous host-to-GPU copies.  Pinning needs CUDA: without it the
-        flag is ignored (``self.pin_memory`` then reads False).
+        flag is ignored (``self.pin_memory`` then reads False).  Only the process
+        that built the Decoder pins: in an unpickled copy or a forked child
+        ``self.pin_memory`` reads False and batches are ordinary memory.
     strict: raise on libjpeg warnings (premature end, corrupt data) instead
         of returning the partial image (default False).
     max_pixels: pixel limit (None = jpegfreq's global limit, 0 = none).
@@ -121,7 +207,8 @@ class Decoder:
         self.torch_dtype = getattr(torch, dtype)
         self.threads = int(threads)
         self.requested_pin_memory = bool(pin_memory)
-        self.pin_memory = bool(pin_memory) and torch.cuda.is_available()
+        self._pin = bool(pin_memory) and torch.cuda.is_available()
+        self._pin_pid = os.getpid()  # pinning is this process's only (see pin_memory)
         self.strict = bool(strict)
         self.max_pixels = max_pixels
         if source == "rgb":
@@ -131,6 +218,13 @@ class Decoder:
         self.classes = None  # from_checkpoint fills in the checkpoint's class names
         self._lock = threading.Lock()
         self._executor = None
+        self._copies = _CopyGuard()
+
+    @property
+    def pin_memory(self) -> bool:
+        """Batches are page-locked: asked for, CUDA present, and this is the process
+        that built the Decoder (never in a pickled copy or a forked child)."""
+        return self._pin and os.getpid() == self._pin_pid
 
     # -- construction -------------------------------------------------------
 
@@ -197,15 +291,19 @@ class Decoder:
             lists them all; every item is still attempted).  "return": return
             ``(tensor, failures)`` where failures is ``[(index, JpegError)]``
             in index order and the failed rows of the tensor are zero.
+            "report": return ``(tensor, reports)``, one ItemReport per item in
+            index order (its error or None, its warnings, its decoded share);
+            failed rows are zero.
         out: optional preallocated tensor (N, *self.shape) of this dtype,
             contiguous, on the CPU (e.g. reused between calls, or new_batch()).
+            When a to_device copy out of it may still be running, it is waited for.
         warnings_out: a list receiving ``(index, warning)`` for libjpeg warnings.
         Results are written straight into the output tensor, which is pinned
         when pin_memory is on and CUDA is available.  Cost: N cube calls spread
         over ``threads`` threads (bench/bench_threads.py measures the scaling).
         """
-        if errors not in ("raise", "return"):
-            raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
+        if errors not in ("raise", "return", "report"):
+            raise ValueError(f"errors must be 'raise', 'return' or 'report', not {errors!r}")
         if isinstance(items, (bytes, bytearray, memoryview, str, os.PathLike)):
             raise TypeError("decode_batch takes a sequence of images; use decode() for one")
         items = list(items)
@@ -214,9 +312,9 @@ class Decoder:
             out = self.new_batch(n)
         else:
             self._check_out(out, n)
+            self._copies.wait(out)  # a copy to the device may still read it
         target = out.numpy()  # shares memory with the tensor
-        failures: List[Tuple[int, JpegError]] = []
-        warns: List[Tuple[int, str]] = []
+        reports: List[Optional[ItemReport]] = [None] * n
 
         def work(counter):
             # Workers pull the next index from a shared counter until none is
@@ -225,19 +323,19 @@ class Decoder:
                 i = next(counter)
                 if i >= n:
                     return
-                w = [] if warnings_out is not None else None
+                w = []
                 try:
                     # straight into the batch (jpeg-coeffs float32: the C operator writes it)
                     self.decode_numpy(items[i], w, out=target[i])
                 except JpegError as e:
                     target[i] = 0
-                    failures.append((i, e))
+                    reports[i] = ItemReport(i, e, tuple(w))
                 except Exception as e:
                     if hasattr(e, "add_note"):  # Python 3.11+
                         e.add_note(f"while decoding batch item {i} ({source_name(items[i])})")
                     raise
-                if w:
-                    warns.extend((i, msg) for msg in w)
+                else:
+                    reports[i] = ItemReport(i, None, tuple(w))
 
         workers = min(self.threads, n)
         counter = itertools.count()
@@ -253,15 +351,56 @@ class Decoder:
                 f.exception()
         for f in futures:
             f.result()
-        failures.sort(key=lambda t: t[0])
         if warnings_out is not None:
-            warnings_out.extend(sorted(warns, key=lambda t: t[0]))
+            warnings_out.extend((r.index, msg) for r in reports for msg in r.warnings
+                                if r.error is None)
+        if errors == "report":
+            return out, reports
+        failures = [(r.index, r.error) for r in reports if r.error is not None]
         if errors == "return":
             return out, failures
         if failures:
             i, e = failures[0]
             raise BatchError(i, e, failures) from e
         return out
+
+    def keep_rows(self, batch, rows):
+        """The rows ``rows`` (increasing indices) of ``batch``, moved to its first rows:
+        returns ``batch[:len(rows)]``, a view of the same memory, so a page-locked batch
+        stays page-locked (``batch[rows]`` would copy into ordinary memory).  The rows
+        after them are left as they were; ``batch`` itself is changed."""
+        rows = [int(r) for r in rows]
+        increasing = all(a < b for a, b in zip(rows, rows[1:]))
+        if not increasing or (rows and (rows[0] < 0 or rows[-1] >= len(batch))):
+            raise ValueError(f"rows must be increasing indices into the batch of {len(batch)}, "
+                             f"not {rows}")
+        for j, i in enumerate(rows):
+            if i != j:  # i > j: row i has not been overwritten yet
+                batch[j].copy_(batch[i])
+        return batch[:len(rows)]
+
+    def to_device(self, batch, device, dtype=None, channels_last: bool = False):
+        """``batch`` on ``device`` for a model: a non-blocking copy (asynchronous from a
+        page-locked batch), then the cast to ``dtype`` (e.g. the model's float32 from a
+        float16 batch: half the bytes cross the bus) and, with ``channels_last``, that
+        memory format.  After a copy from page-locked memory to CUDA a CUDA event is
+        recorded on the current stream: a later decode_batch(out=batch) waits for it
+        before writing into the buffer again.  On the CPU no copy is made."""
+        import torch
+        x = batch.to(device, non_blocking=True)
+        if x.device.type == "cuda" and batch.device.type == "cpu" and batch.is_pinned():
+            self._copies.record(batch)
+        if dtype is not None and x.dtype != dtype:
+            x = x.to(dtype)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def record_copy(self, batch) -> None:
+        """Record that a non-blocking copy out of the page-locked ``batch`` was just
+        queued on the current CUDA stream (for copies made without to_device): the
+        next decode_batch(out=batch) waits for it."""
+        self._copies.record(batch)
 
     def _check_out(self, out, n):
         import torch
@@ -307,6 +446,7 @@ class Decoder:
         state["_executor"] = None
         del state["_lock"]
         del state["torch_dtype"]
+        del state["_copies"]
         return state
 
     def __setstate__(self, state):
@@ -314,6 +454,8 @@ class Decoder:
         self.__dict__.update(state)
         self.torch_dtype = getattr(torch, self.dtype)
         self._lock = threading.Lock()
+        self._copies = _CopyGuard()
+        self._pin = False  # a copy never pins: its process may not own CUDA (fork)
 
     def __repr__(self):
         what = "rgb" if self.channels is None else self.channels.name
