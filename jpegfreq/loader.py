@@ -7,6 +7,10 @@
             ...
         print(loader.skipped)          # [(name, reason), ...] of this epoch's unreadable images
 
+    JpegLoader(..., with_index=True)    # batches (x, y, idx): idx int64, each row's sample index
+    JpegLoader(..., dtype="int8", stats="stats.json")  # x int8; x * loader.int8_scale[:, None,
+                                        # None] is the normalised cube (the models do it)
+
 ``data`` is an ImageFolder split folder (CLASS/IMAGE) or tar shards in the WebDataset layout
 (a list of paths, a brace pattern "train-{000000..000039}.tar", or "pipe:COMMAND" sources;
 see jpegfreq.shards).
@@ -45,6 +49,7 @@ exception, KeyboardInterrupt), exhausting it, ``close()`` or ``with JpegLoader(.
 and joins every worker thread.
 """
 import collections
+import dataclasses
 import os
 import queue
 import threading
@@ -60,9 +65,13 @@ from .source import read_source
 
 __all__ = ["JpegLoader"]
 
-_DTYPES = ("float32", "float16")
-#: elements per torch copy when converting to float16 (under torch's parallel grain, 32768)
+_DTYPES = ("float32", "float16", "int8")
+#: elements per torch copy when converting to float16 or int8 (under torch's parallel grain,
+#: 32768, so no intra-op pool threads start)
 _PIECE = 32768
+#: int8 clip in standard deviations of the normalised values: the step is INT8_CLIP / 127
+#: (measured on ImageNet train cubes, 24S 448: bench/bench_int8.py)
+INT8_CLIP = 8.0
 
 
 def _env_int(name: str, default: int) -> int:
@@ -132,7 +141,7 @@ class JpegLoader:
         geometry in file order (False).
     seed: base of the per-sample and per-epoch generators.
     threads: decoding threads (default: the CPUs this process may run on).
-    dtype: "float32" (default) or "float16".
+    dtype: "float32" (default), "float16" or "int8" (needs stats: see int8 below).
     stats: None (unnormalized), a jpegfreq.Stats, its dict or a stats.json path.
     source: "jpeg-coeffs" (default), "spatial" or "rgb" (see jpegfreq.cube).
     drop_last: drop a short last batch (default: True when training, False otherwise).
@@ -144,6 +153,21 @@ class JpegLoader:
     classes: the class names (default: the folder's class folders, or the shards' class
         list, PREFIX-classes.json beside them; a list or the path of such a file).
     shuffle_buffer: samples held to shuffle shards when training (default 1000).
+    with_index: yield (x, y, idx) instead of (x, y); idx is an int64 (N,) tensor of each
+        row's sample index (a folder: the position in ``loader.data.samples``; shards: the
+        index the shard writer gave the sample, jpegfreq.shards.sample_index of its key),
+        after skipped rows are compacted, so it lines up with x and y row for row.
+
+    int8 (dtype="int8"): the normalised values (x - mean) / std are quantised to int8 with
+    a per-channel step, ``loader.int8_scale``, a float32 (C,) tensor fixed for the loader
+    (INT8_CLIP / 127 for every channel: values beyond INT8_CLIP standard deviations are
+    clipped to +-127).  The batch is still (x, y) (or (x, y, idx)), x int8 (N, C, H, W);
+    x.float() * int8_scale[:, None, None] gives back the normalised cube.  The networks do
+    that at their input when built with the step:
+    jpegfreq.models.build_model(arch, source, channels, num_classes,
+    int8_scale=loader.int8_scale); the step is a buffer of the model's state_dict
+    ("int8_scale"), so load_model rebuilds it, and float input keeps working unchanged.
+    A 24S 448 sample is then 24 * 56 * 56 = 75,264 bytes (uint8 RGB 224: 150,528).
     """
 
     def __init__(self, data, batch_size: int, channels="24S", size: int = 448,
@@ -152,7 +176,7 @@ class JpegLoader:
                  drop_last: Optional[bool] = None, pin_memory: Optional[bool] = None,
                  prefetch: int = 2, rank: Optional[int] = None,
                  world_size: Optional[int] = None, copy: bool = False, classes=None,
-                 shuffle_buffer: int = 1000):
+                 shuffle_buffer: int = 1000, with_index: bool = False):
         import torch
         from .serving import _default_threads
         from .stats import Stats
@@ -161,7 +185,7 @@ class JpegLoader:
         dtype = str(dtype).replace("torch.", "") if isinstance(dtype, torch.dtype) \
             else np.dtype(dtype).name
         if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be float32 or float16, not {dtype}")
+            raise ValueError(f"dtype must be float32, float16 or int8, not {dtype}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         if int(prefetch) < 1:
@@ -174,6 +198,9 @@ class JpegLoader:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in a world of {world_size}")
         stats = Stats.coerce(stats)
+        if dtype == "int8" and stats is None:
+            raise ValueError("dtype int8 quantises normalised values: give stats (a "
+                             "jpegfreq.Stats, its dict or a stats.json path)")
 
         self.size = int(size)
         self.source = source
@@ -183,6 +210,7 @@ class JpegLoader:
         if stats is not None:   # a mismatch is an error now, not in every worker
             stats.scale_offset(self.channels, source=source, geometry=self.eval_geometry)
         self.stats = stats
+        self.with_index = bool(with_index)
         self.batch_size = int(batch_size)
         self.train = bool(train)
         self.seed = int(seed)
@@ -201,6 +229,15 @@ class JpegLoader:
             self.shape = (3, self.size, self.size)
         else:
             self.shape = (self.channels.count, self.size // 8, self.size // 8)
+        self.int8_scale = None
+        self._decode_stats = stats      # what the cube is normalised with
+        if dtype == "int8":
+            step = INT8_CLIP / 127.0
+            self.int8_scale = torch.full((self.shape[0],), step, dtype=torch.float32)
+            # fold 1/step into the normalisation the operator applies: the cube comes out
+            # in steps, and only rounding and the clip are left to do per row
+            self._decode_stats = dataclasses.replace(
+                stats, std=np.where(stats.std > 1e-6, stats.std, 1.0) * step)
 
         if isinstance(data, (str, os.PathLike)) and os.path.isdir(data):
             self.data = _FolderData(os.fspath(data), classes)
@@ -239,25 +276,31 @@ class JpegLoader:
 
     # -- decoding ------------------------------------------------------------
 
-    def _decode(self, index, src, row, half=None):
-        """One sample into ``row`` (numpy view of its batch row).  float16: the cube is
-        made in float32 in ``half`` = (scratch array, its tensor, the row's tensor) and
-        converted by torch (vectorised, GIL released; numpy's conversion is several
-        times slower), in pieces below torch's parallel grain so no pool threads start."""
+    def _decode(self, index, src, row, convert=None):
+        """One sample into ``row`` (numpy view of its batch row).  float16 and int8: the
+        cube is made in float32 in ``convert`` = (scratch array, its tensor pieces, the
+        row's tensor pieces) and converted by torch (vectorised, GIL released; numpy's
+        conversion is several times slower), in pieces below torch's parallel grain so no
+        pool threads start.  int8: the scratch already holds steps (see __init__); it is
+        rounded and clipped to +-127 in place, then cast."""
         s = read_source(src)
         g = self.geometry(index, s.width, s.height)
         cs = self.channels if self.channels is not None else "24S"
-        if half is None:
-            cube(s, cs, self.size, self.source, g, self.stats, self.dtype, out=row)
+        if convert is None:
+            cube(s, cs, self.size, self.source, g, self._decode_stats, self.dtype, out=row)
             return
-        scratch, pieces32, pieces16 = half
-        cube(s, cs, self.size, self.source, g, self.stats, "float32", out=scratch)
-        for a, b in zip(pieces16, pieces32):
-            a.copy_(b)
+        scratch, pieces32, pieces = convert
+        cube(s, cs, self.size, self.source, g, self._decode_stats, "float32", out=scratch)
+        if self.dtype == "int8":
+            for a, b in zip(pieces, pieces32):
+                a.copy_(b.round_().clamp_(-127.0, 127.0))
+        else:
+            for a, b in zip(pieces, pieces32):
+                a.copy_(b)
 
     def _work(self, q, stop):
         scratch = None
-        if self.dtype == "float16":
+        if self.dtype != "float32":
             import torch
             scratch = np.empty(self.shape, np.float32)
             pieces32 = torch.from_numpy(scratch).view(-1).split(_PIECE)
@@ -268,9 +311,9 @@ class JpegLoader:
             batch, row, index, src = task
             if not stop.is_set() and batch.fatal is None:
                 try:
-                    half = None if scratch is None else \
+                    convert = None if scratch is None else \
                         (scratch, pieces32, self._pieces[batch.slot][row])
-                    self._decode(index, src, self._arrays[batch.slot][row], half)
+                    self._decode(index, src, self._arrays[batch.slot][row], convert)
                 except JpegError as e:
                     with batch.lock:
                         batch.failed.append((row, batch.names[row], str(e.reason)))
@@ -302,12 +345,14 @@ class JpegLoader:
         self._buffers = [(torch.empty((self.batch_size,) + self.shape, dtype=self.torch_dtype,
                                       pin_memory=self.pin_memory),
                           torch.empty(self.batch_size, dtype=torch.int64,
+                                      pin_memory=self.pin_memory),
+                          torch.empty(self.batch_size, dtype=torch.int64,
                                       pin_memory=self.pin_memory))
                          for _ in range(count)]
-        self._arrays = [x.numpy() for x, _ in self._buffers]
-        # float16: each row as torch pieces to convert into (made once, not per sample)
-        self._pieces = [[row.view(-1).split(_PIECE) for row in x] for x, _ in self._buffers] \
-            if self.dtype == "float16" else None
+        self._arrays = [x.numpy() for x, _, _ in self._buffers]
+        # float16, int8: each row as torch pieces to convert into (made once, not per sample)
+        self._pieces = [[row.view(-1).split(_PIECE) for row in x] for x, _, _ in self._buffers] \
+            if self.dtype != "float32" else None
         self._events = [None] * count
 
     def close(self):
@@ -372,6 +417,7 @@ class JpegLoader:
                 ev.synchronize()
                 self._events[slot] = None
             labels = self._buffers[slot][1].numpy()
+            indices = self._buffers[slot][2].numpy()
             chunk = []
             for item in items:
                 chunk.append(item)
@@ -385,6 +431,7 @@ class JpegLoader:
             batch = _Batch(slot, len(chunk), [name for _, _, name, _ in chunk])
             for row, (index, src, _, label) in enumerate(chunk):
                 labels[row] = label
+                indices[row] = index
                 self._queue.put((batch, row, index, src))
             pending.append(batch)
 
@@ -410,7 +457,7 @@ class JpegLoader:
                 raise batch.fatal
             while not exhausted and len(pending) < self.prefetch and free:
                 submit()
-            x, y = self._buffers[batch.slot]
+            x, y, idx = self._buffers[batch.slot]
             n = batch.n
             if batch.failed:
                 bad = sorted(batch.failed)
@@ -420,14 +467,15 @@ class JpegLoader:
                     if dst != src:
                         x[dst] = x[int(src)]
                         y[dst] = y[int(src)]
+                        idx[dst] = idx[int(src)]
                 n = len(keep)
             held = batch.slot
             if n == 0:
                 continue
-            xb, yb = x[:n], y[:n]
+            out = (x[:n], y[:n], idx[:n]) if self.with_index else (x[:n], y[:n])
             if self.copy:
-                xb, yb = xb.clone(), yb.clone()
-            yield xb, yb
+                out = tuple(t.clone() for t in out)
+            yield out
 
     def __repr__(self):
         what = "rgb" if self.channels is None else self.channels.name

@@ -32,12 +32,15 @@ DETECTOR_ARCHS = {
 
 
 def build_model(arch: str, source: str, channels, num_classes: int, gate: bool = False,
-                **kw):
+                int8_scale=None, **kw):
     """The classification network a checkpoint was trained with (weights not loaded).
 
     arch: "resnet50" | "resnet18" | "mobilenetv2". source "rgb" gives the RGB baseline, any
     other source the DCT variant for `channels` (an int, a ChannelSet or its spec). gate: a
-    ChannelGate in front of the DCT backbone. kw go to the builder (e.g. width_mult).
+    ChannelGate in front of the DCT backbone. int8_scale: the per-channel step of int8 input
+    (jpegfreq.JpegLoader(dtype="int8").int8_scale): the network turns int8 batches back into
+    float with it at its input (float input keeps working); it is the buffer "int8_scale" of
+    the state_dict, which load_model reads back. kw go to the builder (e.g. width_mult).
     """
     from . import mobilenet_dct, resnet_dct
     from .gate import ChannelGate, GatedModel
@@ -46,12 +49,15 @@ def build_model(arch: str, source: str, channels, num_classes: int, gate: bool =
                          f"{sorted(set(CLASSIFIER_ARCHS) - {'mobilenet_v2'})}")
     rgb_name, dct_name = CLASSIFIER_ARCHS[arch]
     module = mobilenet_dct if arch.startswith("mobilenet") else resnet_dct
+    gated = gate and source != "rgb"
+    if int8_scale is not None and not gated:
+        kw["int8_scale"] = int8_scale
     if source == "rgb":
         net = getattr(module, rgb_name)(num_classes, **kw)
     else:
         net = getattr(module, dct_name)(channels, num_classes, **kw)
-    if gate and source != "rgb":
-        net = GatedModel(ChannelGate(net.in_channels), net)
+    if gated:    # the step goes in front of the gate, which reads the input too
+        net = GatedModel(ChannelGate(net.in_channels), net, int8_scale=int8_scale)
     return net
 
 
@@ -103,8 +109,13 @@ def load_model(checkpoint, device="cpu", map_location=None):
         if ckpt.get("task", "classify") == "detect":
             net = _build_detector(ckpt, kwargs, state, name)
         else:
+            # a network trained on int8 input keeps its step as the buffer "int8_scale"
+            scale = state.get("int8_scale")
+            if scale is not None and not isinstance(scale, torch.Tensor):
+                raise CheckpointError(f"{name}: int8_scale in its state dict is not a tensor")
             net = build_model(ckpt["arch"], ckpt["source"], ckpt.get("channels"),
-                              ckpt["num_classes"], bool(ckpt.get("gate", False)), **kwargs)
+                              ckpt["num_classes"], bool(ckpt.get("gate", False)),
+                              int8_scale=scale, **kwargs)
     meta = device.type == "meta"
     if meta:
         state = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in state.items()}

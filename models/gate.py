@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .resnet_dct import _positive_int
+from .resnet_dct import _dequantize, _positive_int, _set_int8_scale
 
 __all__ = [
     "ChannelGate",
@@ -160,9 +160,12 @@ class GatedModel(nn.Module):
 
     gate: a ChannelGate; backbone: a network taking gate.num_channels input channels
     (e.g. resnet50_dct(192)). Input (N, gate.num_channels, H, W).
+    int8_scale (default None): the per-channel step of int8 input (JpegLoader(dtype="int8")
+    .int8_scale), kept as the buffer "int8_scale"; int8 input is turned back into float
+    before the gate sees it, float input is used as it is.
     """
 
-    def __init__(self, gate, backbone):
+    def __init__(self, gate, backbone, int8_scale=None):
         super().__init__()
         expected = getattr(backbone, "in_channels", None)
         if expected is not None and expected != gate.num_channels:
@@ -171,13 +174,14 @@ class GatedModel(nn.Module):
             )
         self.gate = gate
         self.backbone = backbone
+        _set_int8_scale(self, int8_scale, gate.num_channels)
 
     @property
     def in_channels(self):
         return self.gate.num_channels
 
     def forward(self, x):
-        gated, gates = self.gate(x)
+        gated, gates = self.gate(_dequantize(self, x))
         return self.backbone(gated), gates
 
 

@@ -32,7 +32,7 @@ from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.mobilenetv2 import MobileNetV2 as _TorchvisionMobileNetV2
 from torchvision.ops.misc import Conv2dNormActivation
 
-from .resnet_dct import _channel_count, _positive_int
+from .resnet_dct import _channel_count, _dequantize, _positive_int, _set_int8_scale
 
 __all__ = ["InvertedResidual", "MobileNetV2", "mobilenet_v2", "mobilenet_v2_dct"]
 
@@ -63,11 +63,13 @@ class MobileNetV2(_TorchvisionMobileNetV2):
     the classifier. norm_layer (default BatchNorm2d). kw go to torchvision's MobileNetV2
     (inverted_residual_setting, round_nearest, block). Without stem, features.1 gains a
     residual connection only if in_channels equals its output width (16 at width 1.0), as any
-    inverted residual would.
+    inverted residual would. int8_scale (default None): the per-channel step of int8 input
+    (JpegLoader(dtype="int8").int8_scale), kept as the buffer "int8_scale"; int8 input is
+    turned back into float (x * step), float input is used as it is.
     """
 
     def __init__(self, in_channels=3, stem=True, num_classes=1000, width_mult=1.0, dropout=0.2,
-                 norm_layer=None, **kw):
+                 norm_layer=None, int8_scale=None, **kw):
         in_channels = _positive_int(in_channels, "in_channels")
         num_classes = _positive_int(num_classes, "num_classes")
         try:
@@ -86,6 +88,7 @@ class MobileNetV2(_TorchvisionMobileNetV2):
         self.width_mult = width_mult
         self.first_block = "features.1"
         self.channel_names = None
+        _set_int8_scale(self, int8_scale, in_channels)
 
         # torchvision always builds a 3-channel features.0 and a features.1 for its output
         if self.has_stem:
@@ -114,6 +117,7 @@ class MobileNetV2(_TorchvisionMobileNetV2):
             raise ValueError(
                 f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
             )
+        x = _dequantize(self, x)
         x = self.features(x)
         x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
         return self.classifier(x)

@@ -79,6 +79,36 @@ def _channel_count(channels):
     return count, names
 
 
+def _set_int8_scale(module, int8_scale, channels):
+    """Register ``int8_scale`` (the loader's per-channel int8 step, float32 (channels,)) as
+    the buffer "int8_scale" of ``module`` (so it is saved in the state_dict and load_model
+    rebuilds it), or an empty slot when None."""
+    if int8_scale is None:
+        module.register_buffer("int8_scale", None)
+        return
+    scale = torch.as_tensor(int8_scale, dtype=torch.float32).detach().clone().reshape(-1)
+    if scale.numel() != channels:
+        raise ValueError(f"int8_scale has {scale.numel()} steps for {channels} input channels")
+    if not scale.is_meta and not bool((torch.isfinite(scale) & (scale > 0)).all()):
+        raise ValueError("int8_scale steps must be finite and positive")
+    module.register_buffer("int8_scale", scale)
+
+
+def _dequantize(module, x):
+    """An int8 input back to float with the module's step (x * int8_scale per channel);
+    any other input unchanged."""
+    if x.dtype != torch.int8:
+        return x
+    scale = module.int8_scale
+    if scale is None:
+        raise ValueError("int8 input, but this network was built without int8_scale "
+                         "(build_model(..., int8_scale=loader.int8_scale))")
+    if x.dim() != 4 or x.shape[1] != scale.numel():
+        raise ValueError(f"expected int8 input (N, {scale.numel()}, H, W), got "
+                         f"{tuple(x.shape)}")
+    return x.to(scale.dtype) * scale.view(1, -1, 1, 1)
+
+
 _DEPTHS = {
     # block, blocks in layer1..layer4
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
@@ -119,10 +149,13 @@ class ResNet(_TorchvisionResNet):
     BatchNorm2d): e.g. torchvision.ops.misc.FrozenBatchNorm2d for detection fine-tuning.
     kw go to torchvision's ResNet (groups, width_per_group, replace_stride_with_dilation).
     Module names and initialisation are torchvision's (conv1, bn1, layer1..layer4, fc).
+    int8_scale (default None): the per-channel step of int8 input (JpegLoader(dtype="int8")
+    .int8_scale, (in_channels,)); kept as the buffer "int8_scale" and applied to int8 input
+    (x * step), float input is used as it is.
     """
 
     def __init__(self, block, layers, in_channels=3, stem=True, num_classes=1000,
-                 zero_init_residual=False, norm_layer=None, **kw):
+                 zero_init_residual=False, norm_layer=None, int8_scale=None, **kw):
         if not (isinstance(block, type) and issubclass(block, (BasicBlock, Bottleneck))):
             raise ValueError(f"block must be BasicBlock or Bottleneck, got {block!r}")
         layers = tuple(layers)
@@ -140,6 +173,7 @@ class ResNet(_TorchvisionResNet):
         # where convert.load_rgb_weights finds the block whose input width depends on C
         self.first_block = "layer1.0"
         self.channel_names = None
+        _set_int8_scale(self, int8_scale, in_channels)
 
         if self.has_stem:
             if in_channels != 3:
@@ -166,6 +200,7 @@ class ResNet(_TorchvisionResNet):
             raise ValueError(
                 f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
             )
+        x = _dequantize(self, x)
         if self.has_stem:
             x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer1(x)

@@ -70,7 +70,8 @@ def _expected(ld, folder_samples, order, epoch):
         g = jpegfreq.sample_train(src.width, src.height, SIZE,
                                   np.random.default_rng([ld.seed, epoch, int(i)])) \
             if ld.train else jpegfreq.eval_geometry(SIZE)
-        xs.append(jpegfreq.cube(src, "24S", SIZE, geometry=g, stats=ld.stats, dtype=ld.dtype))
+        xs.append(jpegfreq.cube(src, "24S", SIZE, geometry=g, stats=ld.stats,
+                                dtype="float32" if ld.dtype == "int8" else ld.dtype))
     return np.stack(xs)
 
 
@@ -244,6 +245,73 @@ def test_float16_and_stats(folder):
         JpegLoader(folder, batch_size=8, size=2 * SIZE, stats=st)
 
 
+def test_with_index_eval_two_ranks_with_skipped_images(bad_folder):
+    samples = JpegLoader(bad_folder, 4, size=SIZE, threads=1).data.samples
+    bad = {i for i, (p, _) in enumerate(samples) if "a-" in os.path.basename(p)}
+    assert len(bad) == 2
+    seen = []
+    for rank in (0, 1):
+        ld = JpegLoader(bad_folder, batch_size=3, size=SIZE, train=False, threads=2, rank=rank,
+                        world_size=2, with_index=True)
+        for x, y, idx in ld:
+            assert idx.dtype == torch.int64 and len(idx) == len(y) == len(x)
+            for xi, yi, i in zip(x, y, idx.tolist()):
+                assert int(yi) == samples[i][1]          # the row's own label and cube
+                np.testing.assert_array_equal(xi.numpy(),
+                                              jpegfreq.cube(samples[i][0], "24S", SIZE))
+            seen += idx.tolist()
+        assert len(ld.skipped) == sum(i % 2 == rank for i in bad)
+    # every readable image exactly once over the two ranks, the unreadable ones never
+    assert sorted(seen) == sorted(set(range(len(samples))) - bad)
+
+
+def test_with_index_train_is_the_epoch_order(folder):
+    ld = JpegLoader(folder, batch_size=4, size=SIZE, train=True, seed=3, threads=2,
+                    with_index=True)
+    ld.set_epoch(2)
+    batches = [tuple(t.clone() for t in b) for b in ld]
+    assert all(len(b) == 3 for b in batches)
+    idx = torch.cat([b[2] for b in batches]).tolist()
+    n = len(ld.data.samples)
+    assert idx == np.random.default_rng([3, 2, 2 ** 64 - 1]).permutation(n)[:len(idx)].tolist()
+    np.testing.assert_array_equal(torch.cat([b[0] for b in batches]).numpy(),
+                                  _expected(ld, ld.data.samples, idx, 2))
+
+
+def _stats(size=SIZE):
+    return Stats(jpegfreq.ChannelSet.parse("24S"), np.linspace(-5, 5, 24),
+                 np.linspace(1, 30, 24), "jpeg-coeffs", (size, size), 10)
+
+
+def test_int8_needs_stats_and_quantises_the_normalised_cube(folder):
+    with pytest.raises(ValueError, match="stats"):
+        JpegLoader(folder, 4, size=SIZE, dtype="int8")
+    st = _stats()
+    ld = JpegLoader(folder, batch_size=8, size=SIZE, train=True, threads=2, dtype="int8",
+                    stats=st, with_index=True)
+    step = ld.int8_scale
+    assert step.dtype == torch.float32 and step.shape == (24,)
+    assert torch.allclose(step, torch.full((24,), loader_mod.INT8_CLIP / 127))
+    batches = [tuple(t.clone() for t in b) for b in ld]
+    x = torch.cat([b[0] for b in batches])
+    idx = torch.cat([b[2] for b in batches]).tolist()
+    assert x.dtype == torch.int8 and x.shape[1:] == (24, SIZE // 8, SIZE // 8)
+    ref = torch.from_numpy(_expected(ld, ld.data.samples, idx, 0))   # float32, normalised
+    q = ref / step[:, None, None]
+    assert float(q.abs().max()) > 10                   # the test data does use the range
+    want = q.round().clamp(-127, 127)
+    # the step is folded into the operator's normalisation: within one float rounding of
+    # a .5 boundary the two may round apart, never by more than one step
+    diff = (x.float() - want).abs()
+    assert float(diff.max()) <= 1 and float((diff > 0).float().mean()) < 1e-3
+    inside = q.abs() < 127
+    err = (x.float() * step[:, None, None] - ref)[inside].abs()
+    assert float(err.max()) <= float(step[0]) * 0.5001 + 1e-6
+    # beyond the clip: +-127
+    assert torch.equal(x[q > 128], torch.full_like(x[q > 128], 127))
+    assert torch.equal(x[q < -128], torch.full_like(x[q < -128], -127))
+
+
 def test_rgb_source_shape(folder):
     ld = JpegLoader(folder, batch_size=4, size=32, train=True, threads=2, source="rgb")
     x, y = next(iter(ld))
@@ -253,6 +321,8 @@ def test_rgb_source_shape(folder):
 def test_arguments_checked(folder, tmp_path):
     with pytest.raises(ValueError, match="dtype"):
         JpegLoader(folder, 4, dtype="int16")
+    with pytest.raises(ValueError, match="dtype"):
+        JpegLoader(folder, 4, dtype="uint8", stats=_stats(448))
     with pytest.raises(ValueError, match="rank"):
         JpegLoader(folder, 4, rank=2, world_size=2)
     with pytest.raises(ValueError, match="batch_size"):
