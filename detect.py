@@ -33,6 +33,7 @@ flag defaults (jpegfreq/presets.py) come from jpegfreq.runtime, shared with trai
 """
 import argparse
 import datetime
+import math
 import os
 import sys
 import time
@@ -153,69 +154,184 @@ class WarmupMultiStep:
 
 
 def to_device(images, targets, device):
-    images = [im.to(device, torch.float32, non_blocking=True) for im in images]
+    """A batch on the device: the copies are asynchronous when the loader pins its memory
+    (pin_memory with CUDA), the cast to float32 runs on the device."""
+    images = [im.to(device, non_blocking=True).float() for im in images]
     targets = [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v)
                 for k, v in t.items()} for t in targets]
     return images, targets
+
+
+def autocast(device, amp):
+    """Mixed precision when asked: float16 on CUDA (with a GradScaler), bfloat16 on CPU."""
+    return torch.autocast(device.type, enabled=bool(amp),
+                          dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+
+
+def has_batch_norm(model):
+    """Whether model has BatchNorm layers that learn their statistics (FrozenBatchNorm2d, a
+    fixed affine map, is not one)."""
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def use_sync_bn(args, model, ctx):
+    """Whether detection's BatchNorm layers should pool their statistics over all processes:
+    with --sync-bn, or by default when distributed on CUDA and the norm layers are not frozen
+    (2 images per process are too few for batch statistics of their own). SyncBatchNorm
+    synchronises CUDA tensors only: asked for on another device it is an error."""
+    if not ctx.distributed or not has_batch_norm(model) or args.sync_bn is False:
+        return False
+    if ctx.device.type != "cuda":
+        if args.sync_bn:
+            raise SystemExit(f"--sync-bn: SyncBatchNorm needs CUDA devices, not {ctx.device}")
+        return False
+    return True
+
+
+def convert_norm(args, model, ctx):
+    """model with its BatchNorm layers turned into SyncBatchNorm when use_sync_bn (the
+    weights and statistics carried over), else model itself."""
+    if not use_sync_bn(args, model, ctx):
+        return model
+    ctx.log("SyncBatchNorm: BatchNorm statistics pooled over all processes")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def prepare_model(args, model, ctx):
+    """The training network on its device: SyncBatchNorm when use_sync_bn, channels-last
+    weights with --channels-last, wrapped in DistributedDataParallel when distributed."""
+    model = convert_norm(args, model, ctx)
+    model.to(ctx.device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if ctx.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+    return model
 
 
 # ---------------------------------------------------------------------------
 # Train / evaluate
 # ---------------------------------------------------------------------------
 
-def train_one_epoch(model, optimizer, scheduler, loader, device, epoch, args, ctx):
+def train_one_epoch(model, optimizer, scheduler, loader, device, epoch, args, ctx, scaler=None):
+    """One pass over loader; returns the epoch's mean loss and loss components over all ranks.
+
+    The losses stay on the device, summed over the steps of a logging interval (--print-freq),
+    and are read once per interval (one all-reduce and one copy to the host), where the
+    non-finite check is made too: a loss that is not finite stops the run at the end of the
+    interval it happened in. Under --amp the forward runs in autocast and, on CUDA, the
+    backward through scaler (a GradScaler; it reads its own overflow flag every step)."""
     model.train()
-    sums, n = {}, 0
+    freq = max(1, int(args.print_freq))
+    names, window, steps = None, None, 0
+    totals, counted = None, 0
+    total = len(loader)
     bar = runtime.progress(loader, ctx, enabled=args.progress, desc=f"epoch {epoch}",
                            unit="batch")
-    for images, targets in bar:
+    params = [p for p in model.parameters() if p.requires_grad]
+    t_read = time.time()
+    for step, (images, targets) in enumerate(bar, 1):
         images, targets = to_device(images, targets, device)
-        losses = model(images, targets)
+        with autocast(device, args.amp):
+            losses = model(images, targets)
         loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise SystemExit(f"epoch {epoch}: loss is {loss.item()} "
-                             f"({ {k: round(v.item(), 4) for k, v in losses.items()} }); "
-                             "lower --lr or set --clip-grad")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if args.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.requires_grad], args.clip_grad)
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if args.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if args.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
+            optimizer.step()
         scheduler.step()
-        n += 1
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + v.item()
-        sums["loss"] = sums.get("loss", 0.0) + loss.item()
-        bar.set_postfix(loss=f"{sums['loss'] / n:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4f}")
-    return {k: v / max(n, 1) for k, v in sums.items()}
+        if names is None:
+            names = ["loss", *losses]
+        values = torch.stack([loss.detach().float()] +
+                             [losses[k].detach().float() for k in names[1:]])
+        window = values if window is None else window + values
+        steps += 1
+        if step % freq and step != total:
+            continue
+        # the interval's read: summed over the ranks, one copy to the host
+        sums = ctx.all_reduce_(window).tolist()
+        n = steps * ctx.world
+        if not all(map(math.isfinite, sums)):
+            parts = {k: round(v / n, 4) for k, v in zip(names, sums)}
+            raise SystemExit(f"epoch {epoch}: loss is not finite in steps {step - steps + 1}-"
+                             f"{step} ({parts}); lower --lr or set --clip-grad")
+        totals = sums if totals is None else [a + b for a, b in zip(totals, sums)]
+        counted += n
+        now = time.time()
+        lr = optimizer.param_groups[0]["lr"]
+        bar.set_postfix(loss=f"{sums[0] / n:.3f}", lr=f"{lr:.4f}")
+        if not args.progress and step % freq == 0 and step != total:
+            parts = " ".join(f"{k} {v / n:.4f}" for k, v in zip(names[1:], sums[1:]))
+            ctx.log(f"epoch {epoch} [{step}/{total}] loss {sums[0] / n:.4f} ({parts}) "
+                    f"lr {lr:.5f} {n * args.batch_size / max(now - t_read, 1e-9):.1f} img/s")
+        window, steps, t_read = None, 0, now
+    if totals is None:
+        return {}
+    return {k: v / counted for k, v in zip(names, totals)}
 
 
 @torch.no_grad()
 def predict(model, dataset, device, args, ctx, batch_size=None):
-    """COCO results (source pixels) of every image of dataset, each predicted by one rank
-    (ShardSampler), gathered on every rank."""
+    """COCO results (source pixels) of this rank's share of dataset (ShardSampler: over all
+    ranks every image exactly once). Full precision: under autocast the boxes would be
+    decoded in float16, a pixel apart at 1333 px."""
     net = model.module if hasattr(model, "module") else model
     net.eval()
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size or args.batch_size, shuffle=False,
         sampler=ShardSampler(len(dataset), ctx.rank, ctx.world), num_workers=args.workers,
-        collate_fn=collate)
+        collate_fn=collate, pin_memory=device.type == "cuda")
     results = []
     for images, targets in runtime.progress(loader, ctx, enabled=args.progress, desc="eval",
                                             unit="batch"):
-        images = [im.to(device, torch.float32) for im in images]
+        images = [im.to(device, non_blocking=True).float() for im in images]
         outputs = net(images)
         for t, o in zip(targets, outputs):
             results.extend(dataset.to_coco(t, {k: v.cpu() for k, v in o.items()}))
-    return [r for part in ctx.gather(results) for r in part]
+    return results
+
+
+def gather_on_main(ctx, obj):
+    """Every rank's obj (picklable), in rank order, on rank 0; None on the other ranks.
+    Only rank 0 evaluates, so only rank 0 receives the results (torch.distributed.gather_object
+    with dst=0, not an all-gather that would copy every rank's results to every rank)."""
+    if not ctx.distributed:
+        return [obj]
+    import torch.distributed as dist
+    parts = [None] * ctx.world if ctx.main else None
+    dist.gather_object(obj, parts, dst=0)
+    return parts
+
+
+def share_from_main(ctx, obj):
+    """Rank 0's obj (small and picklable: the metrics) on every rank."""
+    if not ctx.distributed:
+        return obj
+    import torch.distributed as dist
+    box = [obj if ctx.main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def evaluate(model, dataset, device, args, ctx):
-    """{"bbox": {...COCO metrics}, "segm": {...} (Mask R-CNN)}, results; metrics on rank 0."""
-    results = predict(model, dataset, device, args, ctx)
-    metrics = {}
+    """({"bbox": {...COCO metrics}, "segm": {...} (Mask R-CNN)}, results). The results are
+    gathered on rank 0 only, which alone runs COCOeval; the metrics are then sent to every
+    rank. results is the full list on rank 0 and None on the other ranks."""
+    parts = gather_on_main(ctx, predict(model, dataset, device, args, ctx))
+    metrics, results = {}, None
     if ctx.main:
+        results = [r for part in parts for r in part]
+        del parts
         summary = []
         types = ("bbox", "segm") if args.task == "segm" else ("bbox",)
         for iou_type in types:
@@ -223,14 +339,15 @@ def evaluate(model, dataset, device, args, ctx):
                                               image_ids=dataset.ids, summary_out=summary)
         if args.verbose_eval:
             ctx.log("\n".join(summary))
-    return metrics, results
+    return share_from_main(ctx, metrics), results
 
 
 def ap_line(metrics):
     return " ".join(f"{k} AP {metrics[k]['AP']:.4f}" for k in ("bbox", "segm") if k in metrics)
 
 
-def checkpoint_dict(args, model, optimizer, scheduler, epoch, train_set, stats, history):
+def checkpoint_dict(args, model, optimizer, scheduler, epoch, train_set, stats, history,
+                    scaler=None):
     """The detector checkpoint (jpegfreq.checkpoint's schema, task "detect"): what
     jpegfreq.models.load_model rebuilds the network from, plus the training state."""
     net = model.module if hasattr(model, "module") else model
@@ -241,6 +358,7 @@ def checkpoint_dict(args, model, optimizer, scheduler, epoch, train_set, stats, 
         "channels": None if args.source == "rgb" else train_set.channels.spec,
         "min_size": args.min_size, "max_size": args.max_size, "stats": stats,
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "scaler": None if scaler is None else scaler.state_dict(),
         "epoch": epoch, "args": args, "history": history,
     })
 
@@ -277,6 +395,7 @@ def main(args):
         demo = args.data is None and args.evaluate is None   # only chooses the presets
         preset = runtime.apply_preset(args, *(["detect-demo"] if demo else []), "detect")
         args.device = str(ctx.device)
+        setup_device(args, ctx)
         if args.threads:
             torch.set_num_threads(args.threads)
         torch.manual_seed(args.seed + ctx.rank)
@@ -287,6 +406,18 @@ def main(args):
         return run_train(args, ctx)
     finally:
         ctx.close()
+
+
+def setup_device(args, ctx):
+    """The device settings: --amp on by default with CUDA only (float16 + GradScaler there,
+    bfloat16 on CPU when asked), cudnn.benchmark on by default with CUDA."""
+    cuda = ctx.device.type == "cuda"
+    if args.amp is None:
+        args.amp = cuda
+    if args.cudnn_benchmark is None:
+        args.cudnn_benchmark = cuda
+    if cuda:
+        torch.backends.cudnn.benchmark = bool(args.cudnn_benchmark)
 
 
 def write_demo_data(args, ctx, syn):
@@ -334,11 +465,8 @@ def run_train(args, ctx):
         raise SystemExit("training and validation annotations have different categories")
 
     args.frozen_bn = args.source != "rgb" and args.backbone_weights is not None
-    model = make_model(args, train_set.num_classes, args.backbone_weights)
-    model.to(device)
-    if ctx.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.local_rank] if device.type == "cuda" else None)
+    model = prepare_model(args, make_model(args, train_set.num_classes, args.backbone_weights),
+                          ctx)
 
     if ctx.distributed:
         sampler = torch.utils.data.distributed.DistributedSampler(train_set, seed=args.seed)
@@ -348,7 +476,7 @@ def run_train(args, ctx):
     drop_last = len(train_set) > args.batch_size * ctx.world
     loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, sampler=sampler,
                                          num_workers=args.workers, collate_fn=collate,
-                                         drop_last=drop_last)
+                                         drop_last=drop_last, pin_memory=device.type == "cuda")
     if args.lr is None:
         args.lr = 0.02 * args.batch_size * ctx.world / 16
     params = [p for p in model.parameters() if p.requires_grad]
@@ -357,12 +485,15 @@ def run_train(args, ctx):
     warmup = min(args.warmup_iters, max(len(loader) - 1, 0))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, WarmupMultiStep(len(loader), warmup, args.lr_steps, args.lr_gamma))
+    scaler = torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None
 
     start_epoch, history = 0, []
     if ckpt is not None:
         (model.module if ctx.distributed else model).load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         start_epoch, history = int(ckpt["epoch"]), list(ckpt.get("history", []))
         ctx.log(f"resumed from {args.resume} after epoch {start_epoch}")
         del ckpt
@@ -371,7 +502,8 @@ def run_train(args, ctx):
             f"channels={args.channels if args.source != 'rgb' else '-'} "
             f"train={len(train_set)} val={len(val_set)} classes={train_set.num_classes - 1} "
             f"sizes={args.min_size}/{args.max_size} batch={args.batch_size}x{ctx.world} "
-            f"lr={args.lr:g} epochs={args.epochs}")
+            f"lr={args.lr:g} epochs={args.epochs} device={device} amp={bool(args.amp)}"
+            f"{' channels-last' if args.channels_last else ''}")
     t_start = time.time()
     if args.eval_before and start_epoch == 0 and not history:
         metrics, _ = evaluate(model, val_set, device, args, ctx)
@@ -387,7 +519,8 @@ def run_train(args, ctx):
         if ctx.distributed:
             sampler.set_epoch(epoch)
         t0 = time.time()
-        losses = train_one_epoch(model, optimizer, scheduler, loader, device, epoch + 1, args, ctx)
+        losses = train_one_epoch(model, optimizer, scheduler, loader, device, epoch + 1, args, ctx,
+                                 scaler)
         dt = time.time() - t0
         train_time += dt
         # rank 0's BatchNorm statistics everywhere: the ranks evaluate the model that is saved
@@ -401,7 +534,7 @@ def run_train(args, ctx):
             ctx.log(f"epoch {epoch + 1}: loss {losses.get('loss', float('nan')):.4f} "
                     f"{ap_line(metrics)} (train {dt:.0f}s)")
             state = checkpoint_dict(args, model, optimizer, scheduler, epoch + 1, train_set,
-                                    stats, history)
+                                    stats, history, scaler)
             save_checkpoint(os.path.join(args.output_dir, "checkpoint.pth"), state)
             write_json(os.path.join(args.output_dir, "history.json"), history)
             if args.predictions:
@@ -472,7 +605,29 @@ def get_args_parser():
       help="evaluate before training as epoch 0 (default: off; demo on)")
     a("--verbose-eval", action="store_true", help="print COCOeval's tables")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-      help="(default: cuda when available, else cpu)")
+      help="torch device; under torchrun cuda becomes cuda:LOCAL_RANK (default: cuda when "
+           "available, else cpu)")
+    a("--amp", action=argparse.BooleanOptionalAction, default=None,
+      help="mixed precision in training: autocast float16 with a GradScaler on CUDA, "
+           "bfloat16 autocast on CPU; evaluation stays float32 (default: on with CUDA, off "
+           "on CPU)")
+    a("--channels-last", action="store_true",
+      help="store the convolution weights channels-last (NHWC), so that from the first "
+           "convolution on the backbone, FPN and heads run NHWC kernels (tensor cores under "
+           "--amp); the padded batch the model builds from the list of images stays NCHW and "
+           "RoIAlign reads NCHW copies of the FPN maps, so measure it on your GPU "
+           "(default: off)")
+    a("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+      help="SyncBatchNorm: BatchNorm statistics over all processes' images (CUDA only) "
+           "(default: on when distributed on CUDA and the norm layers are not frozen; "
+           "frozen with --backbone-weights)")
+    a("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=None,
+      help="cudnn.benchmark: cuDNN times its kernels once per new input shape (detection "
+           "batches come in many padded sizes, each timed on first sight) (default: on with "
+           "CUDA)")
+    a("--print-freq", type=int, default=20,
+      help="read the losses back from the device every N steps (logged with --no-progress), "
+           "the non-finite check included (default: 20)")
     a("--threads", type=int, help="torch threads " + _defaults("threads", " = torch's choice"))
     a("--seed", type=int, default=0, help="(default: 0)")
     a("--no-progress", dest="progress", action="store_false", help="no tqdm bars")
