@@ -145,6 +145,14 @@ static PyObject *warnings_list(const jf_status *st)
     return l;
 }
 
+/* Where the data ran out, for jpegfreq.reader's decoded share: (cut_scan,
+ * cut_row, total_rows, read_lo, read_hi, scan_byte, data_len), see jf_status. */
+static PyObject *extent_tuple(const jf_status *st)
+{
+    return Py_BuildValue("(iiiiiLL)", st->cut_scan, st->cut_row, st->total_rows, st->read_lo,
+                         st->read_hi, st->scan_byte, st->data_len);
+}
+
 static PyObject *header_dict(const jf_header *h)
 {
     PyObject *comps = PyList_New(h->num_components), *d, *reason;
@@ -223,18 +231,18 @@ static PyObject *py_read_header(PyObject *self, PyObject *args, PyObject *kw)
 
 static PyObject *py_read_coefficients(PyObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"src", "strict", "max_pixels", "freqs", NULL};
+    static char *kwlist[] = {"src", "strict", "max_pixels", "freqs", "extent", NULL};
     PyObject *src, *freqs_obj = Py_None, *arrays[JF_MAX_COMPONENTS] = {0}, *quants[JF_MAX_COMPONENTS] = {0};
     PyObject *res = NULL, *hdr = NULL, *warn = NULL, *comps = NULL;
-    int strict = 0, rc, c, nfreq = 0, freqs[64];
+    int strict = 0, rc, c, nfreq = 0, freqs[64], want_extent = 0;
     long long max_pixels = 0;
     jf_input in;
     jf_status st;
     jf_decoder *d;
 
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|pLO", kwlist, &src, &strict, &max_pixels,
-                                     &freqs_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|pLOp", kwlist, &src, &strict, &max_pixels,
+                                     &freqs_obj, &want_extent))
         return NULL;
     if (freqs_obj != Py_None) {
         PyObject *seq = PySequence_Fast(freqs_obj, "freqs must be a sequence of ints 0..63");
@@ -311,7 +319,10 @@ static PyObject *py_read_coefficients(PyObject *self, PyObject *args, PyObject *
             goto fail;
         PyList_SET_ITEM(comps, c, t);
     }
-    res = Py_BuildValue("(NNN)", hdr, comps, warn);
+    if (want_extent)
+        res = Py_BuildValue("(NNNN)", hdr, comps, warn, extent_tuple(&st));
+    else
+        res = Py_BuildValue("(NNN)", hdr, comps, warn);
     hdr = comps = warn = NULL;
 fail:
     for (c = 0; c < JF_MAX_COMPONENTS; c++) {
@@ -337,17 +348,18 @@ fail_open:
 
 static PyObject *py_decode_planes(PyObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"src", "strict", "max_pixels", NULL};
+    static char *kwlist[] = {"src", "strict", "max_pixels", "extent", NULL};
     PyObject *src, *arrays[JF_MAX_COMPONENTS] = {0}, *res = NULL, *hdr = NULL, *warn = NULL, *lst = NULL;
     uint8_t *ptrs[JF_MAX_COMPONENTS];
-    int strict = 0, rc, c;
+    int strict = 0, rc, c, want_extent = 0;
     long long max_pixels = 0;
     jf_input in;
     jf_status st;
     jf_decoder *d;
 
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|pL", kwlist, &src, &strict, &max_pixels))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|pLp", kwlist, &src, &strict, &max_pixels,
+                                     &want_extent))
         return NULL;
     d = open_input(src, max_pixels, &in, &st);
     if (!d)
@@ -384,7 +396,10 @@ static PyObject *py_decode_planes(PyObject *self, PyObject *args, PyObject *kw)
         Py_INCREF(arrays[c]);
         PyList_SET_ITEM(lst, c, arrays[c]);
     }
-    res = Py_BuildValue("(NNN)", hdr, lst, warn);
+    if (want_extent)
+        res = Py_BuildValue("(NNNN)", hdr, lst, warn, extent_tuple(&st));
+    else
+        res = Py_BuildValue("(NNN)", hdr, lst, warn);
     hdr = lst = warn = NULL;
 fail:
     for (c = 0; c < JF_MAX_COMPONENTS; c++)
@@ -467,12 +482,12 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"src", "comp", "k", "out_h", "out_w", "scale", "offset", "box",
                              "resize", "flip", "orientation", "max_pixels", "strict",
-                             "band_cutoff", "early_stop", "out", NULL};
+                             "band_cutoff", "early_stop", "out", "extent", NULL};
     PyObject *src, *comp_o, *k_o, *scale_o = Py_None, *offset_o = Py_None, *box_o = Py_None;
     PyObject *out = NULL, *out_o = Py_None, *warn;
     Py_buffer comp_v, k_v, scale_v, offset_v, out_v;
     float *outbuf = NULL;
-    int have_comp = 0, have_scale = 0, have_offset = 0, have_out = 0, rc;
+    int have_comp = 0, have_scale = 0, have_offset = 0, have_out = 0, rc, want_extent = 0;
     jf_cube_request req;
     jf_input in;
     jf_status st;
@@ -481,10 +496,11 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
     (void)self;
     memset(&req, 0, sizeof(req));
     req.early_stop = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOii|OOOipiLpppO", kwlist, &src, &comp_o, &k_o,
-                                     &req.out_h, &req.out_w, &scale_o, &offset_o, &box_o,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOii|OOOipiLpppOp", kwlist, &src, &comp_o,
+                                     &k_o, &req.out_h, &req.out_w, &scale_o, &offset_o, &box_o,
                                      &req.resize, &req.flip, &req.orientation, &req.max_pixels,
-                                     &req.strict, &req.band_cutoff, &req.early_stop, &out_o))
+                                     &req.strict, &req.band_cutoff, &req.early_stop, &out_o,
+                                     &want_extent))
         return NULL;
     if (box_o != Py_None) {
         if (!PyArg_ParseTuple(box_o, "dddd", &req.box[0], &req.box[1], &req.box[2],
@@ -578,6 +594,8 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
         Py_DECREF(out);
         return NULL;
     }
+    if (want_extent)
+        return Py_BuildValue("(NNN)", out, warn, extent_tuple(&st));
     return Py_BuildValue("(NN)", out, warn);
 argfail:
     if (have_comp) {
@@ -768,15 +786,19 @@ static PyMethodDef methods[] = {
      "read_header(src, max_pixels=0) -> dict"},
     {"read_coefficients", (PyCFunction)(void (*)(void))py_read_coefficients,
      METH_VARARGS | METH_KEYWORDS,
-     "read_coefficients(src, strict=False, max_pixels=0, freqs=None) -> (header, [(coefs, quant)], warnings)"},
+     "read_coefficients(src, strict=False, max_pixels=0, freqs=None, extent=False) -> (header, "
+     "[(coefs, quant)], warnings[, extent]); extent: (cut_scan, cut_row, total_rows, read_lo, "
+     "read_hi, scan_byte, data_len), where the entropy-coded data ran out (cut_scan 0: it did not)"},
     {"decode_planes", (PyCFunction)(void (*)(void))py_decode_planes, METH_VARARGS | METH_KEYWORDS,
-     "decode_planes(src, strict=False, max_pixels=0) -> (header, [uint8 planes (padded)], warnings)"},
+     "decode_planes(src, strict=False, max_pixels=0, extent=False) -> (header, [uint8 planes "
+     "(padded)], warnings[, extent])"},
     {"entropy_decode", py_entropy_decode, METH_VARARGS,
      "entropy_decode(src): jpeg_read_coefficients only (the benchmark floor)"},
     {"cube", (PyCFunction)(void (*)(void))py_cube, METH_VARARGS | METH_KEYWORDS,
      "cube(src, comp, k, out_h, out_w, scale=None, offset=None, box=None, resize=0, flip=False, "
-     "orientation=0, max_pixels=0, strict=False, band_cutoff=False, early_stop=True, out=None) "
-     "-> (cube, warnings); early_stop: each scan is entropy-decoded only down to the last "
+     "orientation=0, max_pixels=0, strict=False, band_cutoff=False, early_stop=True, out=None, "
+     "extent=False) -> (cube, warnings[, extent]); extent's read_lo..read_hi: the iMCU rows the "
+     "cube reads; early_stop: each scan is entropy-decoded only down to the last "
      "block row the cube reads; out: a writable C-contiguous float32 buffer of C x out_h/8 "
      "x out_w/8 written in place (and returned) instead of a new array"},
     {"axis_matrix", (PyCFunction)(void (*)(void))py_axis_matrix, METH_VARARGS | METH_KEYWORDS,

@@ -51,6 +51,16 @@ typedef struct {
     int nwarnings;                          /* every warning libjpeg emitted */
     int nstored;                            /* distinct texts kept below */
     char warnings[JF_MAX_WARN][JF_MSG_LEN];
+    /* Where the entropy-coded data ran out (the file ended inside a scan):
+     * cut_scan is the scan (1, 2, ...) in which the decoder first needed data
+     * past the end of the file, cut_row the iMCU rows of that scan decoded
+     * before it (the row being decoded then counts as not decoded); cut_scan
+     * 0: the data did not run out inside a scan.  total_rows: the image's iMCU
+     * rows; read_lo..read_hi: the iMCU rows the caller reads (jf_cube: those
+     * of the cube; a whole-image read: 0..total_rows).  scan_byte: where the
+     * first scan's data starts; data_len: the input's length. */
+    int cut_scan, cut_row, total_rows, read_lo, read_hi;
+    long long scan_byte, data_len;
 } jf_status;
 
 typedef struct {
@@ -89,6 +99,7 @@ struct jf_source_mgr {
     const uint8_t *data;
     size_t len;
     int eof_reached;
+    int data_ended;         /* the real end of the input was met (not a deliberate stop) */
 };
 
 typedef struct {
@@ -240,6 +251,11 @@ typedef struct {
  * -1 on error.  Lets the caller stop entropy decoding below the crop. */
 int jf_rows_needed(jf_decoder *d, int c, const jf_axis *ax_h, const jf_comp_request *req,
                    jf_status *st);
+
+/* The same, with the first block row read (with a non-zero weight) in *first
+ * (0 when no row is read). */
+int jf_rows_span(jf_decoder *d, int c, const jf_axis *ax_h, const jf_comp_request *req,
+                 int *first, jf_status *st);
 
 /* out = A Q B^T for one component of a decoder whose coefficients are read;
  * writes channels of the float32 cube [C][out_h/8][out_w/8]. */

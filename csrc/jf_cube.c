@@ -219,22 +219,27 @@ static int cube_plan(const jf_header *h, const int *comp_of, const int *ks, cons
     return 0;
 }
 
-/* The iMCU row after which each scan holds every row the planned
- * cube reads (component block rows are v_samp per iMCU row); 0 if unknown. */
-static int cube_stop_row(jf_decoder *d, const cube_part part[3], jf_status *st)
+/* The iMCU rows [*lo, return value) holding every row the planned cube reads
+ * (component block rows are v_samp per iMCU row); 0 (and *lo 0) if none. */
+static int cube_rows(jf_decoder *d, const cube_part part[3], int *lo, jf_status *st)
 {
-    int c, stop = 0;
+    int c, stop = 0, first = -1;
     for (c = 0; c < 3 && c < d->hdr.num_components; c++) {
-        int rows, v = d->hdr.comp[c].v_samp, r;
+        int rows, v = d->hdr.comp[c].v_samp, r, f;
         if (part[c].req.n == 0)
             continue;
-        rows = jf_rows_needed(d, c, &part[c].ah, &part[c].req, st);
+        rows = jf_rows_span(d, c, &part[c].ah, &part[c].req, &f, st);
         if (rows < 0)
             return -1;
+        if (rows == 0)
+            continue;
         r = (rows + v - 1) / v;
         if (r > stop)
             stop = r;
+        if (first < 0 || f / v < first)
+            first = f / v;
     }
+    *lo = first < 0 ? 0 : first;
     return stop;
 }
 
@@ -289,7 +294,7 @@ int jf_cube(const uint8_t *buf, size_t len, const jf_cube_request *r, float *out
 {
     jf_decoder *d;
     cube_part part[3];
-    int rc, o, stop;
+    int rc, o, stop = 0, lo = 0;
 
     jf_status_init(st);
     if (jf_cube_check(r, st) != 0)
@@ -321,16 +326,21 @@ int jf_cube(const uint8_t *buf, size_t len, const jf_cube_request *r, float *out
         o = d->hdr.orientation;
     rc = cube_plan(&d->hdr, r->comp, r->k, r->scale, r->offset, r->nch, out, r->out_h,
                    r->out_w, r->has_box ? r->box : NULL, r->resize, r->flip, o, part, st);
-    /* entropy-decode only down to the last block row the operator reads */
-    if (rc == 0 && r->early_stop) {
-        stop = cube_stop_row(d, part, st);
+    /* the rows the operator reads: entropy-decode only down to the last one
+     * (early stop), and tell the caller how many of them had data */
+    if (rc == 0) {
+        stop = cube_rows(d, part, &lo, st);
         if (stop < 0)
             rc = -1;
-        else
+        else if (r->early_stop)
             d->stop_imcu = stop;
     }
     if (rc == 0)
         rc = jf_read_all(d, st);
+    if (rc == 0) {
+        st->read_lo = lo;
+        st->read_hi = stop;
+    }
     if (rc == 0 && r->strict)
         rc = jf_strict_check(st);
     if (rc == 0)

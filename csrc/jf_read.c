@@ -24,6 +24,8 @@ void jf_status_init(jf_status *st)
     st->msg[0] = '\0';
     st->nwarnings = 0;
     st->nstored = 0;
+    st->cut_scan = st->cut_row = st->total_rows = st->read_lo = st->read_hi = 0;
+    st->scan_byte = st->data_len = 0;
 }
 
 int jf_strict_check(jf_status *st)
@@ -102,6 +104,22 @@ static void jf_emit_message(j_common_ptr cinfo, int msg_level)
         return; /* trace messages: ignored */
     if (err->cut_scan && err->cut_scan == ((j_decompress_ptr)cinfo)->input_scan_number)
         return; /* about the rows of a scan cut short on purpose: not used */
+    if (cinfo->is_decompressor && st->cut_scan == 0) {
+        /* The data ran out inside a scan: the Huffman decoder needed bits past
+         * the end of the file (the fake EOI), or the arithmetic decoder asked
+         * for a byte there (it reads byte by byte; hitting a marker is legal
+         * for it and not reported).  A real marker inside the data is
+         * corruption, reported by its warning text only. */
+        j_decompress_ptr di = (j_decompress_ptr)cinfo;
+        jf_decoder *dec = (jf_decoder *)cinfo; /* cinfo is its first member */
+        int code = err->pub.msg_code;
+        if (dec->src.data_ended && di->input_scan_number >= 1 &&
+            di->input_iMCU_row < di->total_iMCU_rows &&
+            (code == JWRN_HIT_MARKER || (di->arith_code && code == JWRN_JPEG_EOF))) {
+            st->cut_scan = di->input_scan_number;
+            st->cut_row = (int)di->input_iMCU_row;
+        }
+    }
     err->pub.num_warnings++;
     st->nwarnings++;
     if (st->nstored >= JF_MAX_WARN)
@@ -188,8 +206,10 @@ static void src_init(j_decompress_ptr cinfo) { (void)cinfo; }
 static boolean src_fill(j_decompress_ptr cinfo)
 {
     struct jf_source_mgr *src = (struct jf_source_mgr *)cinfo->src;
-    if (!src->eof_reached)
+    if (!src->eof_reached) {
+        src->data_ended = 1;
         WARNMS(cinfo, JWRN_JPEG_EOF);
+    }
     src->eof_reached = 1;
     src->pub.next_input_byte = jf_eoi;
     src->pub.bytes_in_buffer = 2;
@@ -278,6 +298,9 @@ int jf_open(jf_decoder *d, const uint8_t *buf, size_t len, long long max_pixels,
     cinfo->progress = &d->progress;
 
     ret = jpeg_read_header(cinfo, FALSE);
+    st->data_len = (long long)len;
+    st->scan_byte = (d->src.pub.next_input_byte >= buf && d->src.pub.next_input_byte <= buf + len)
+                        ? (long long)(d->src.pub.next_input_byte - buf) : (long long)len;
     if (ret != JPEG_HEADER_OK) {
         set_error(st, JF_ERR_JPEG, "no image in this JPEG stream (tables only)");
         jf_close(d);
@@ -346,6 +369,9 @@ int jf_read_all(jf_decoder *d, jf_status *st)
     (void)st;
     if (setjmp(d->err.jmp))
         return -1;
+    d->err.status->total_rows = (int)cinfo->total_iMCU_rows;
+    d->err.status->read_lo = 0;
+    d->err.status->read_hi = (int)cinfo->total_iMCU_rows;
     d->coefs = jpeg_read_coefficients(cinfo);
     for (c = 0; c < cinfo->num_components; c++) {
         JQUANT_TBL *q = cinfo->comp_info[c].quant_table;
@@ -438,6 +464,9 @@ int jf_decode_planes(jf_decoder *d, uint8_t **planes, jf_status *st)
     cinfo->out_color_space = cinfo->jpeg_color_space;
     cinfo->dct_method = JDCT_ISLOW;
     cinfo->do_fancy_upsampling = FALSE;
+    d->err.status->total_rows = (int)cinfo->total_iMCU_rows;
+    d->err.status->read_lo = 0;
+    d->err.status->read_hi = (int)cinfo->total_iMCU_rows;
     jpeg_start_decompress(cinfo);
     per_call = cinfo->max_v_samp_factor * 8;
     for (c = 0; c < cinfo->num_components; c++)

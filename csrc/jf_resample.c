@@ -751,12 +751,14 @@ int jf_component_cube(jf_decoder *d, int c, const jf_axis *ax_h, const jf_axis *
     return component_cube_generic(d, c, ax_h, ax_w, req, cube, out_hb, out_wb, transpose, st);
 }
 
-int jf_rows_needed(jf_decoder *d, int c, const jf_axis *ax_h, const jf_comp_request *req,
-                   jf_status *st)
+int jf_rows_span(jf_decoder *d, int c, const jf_axis *ax_h, const jf_comp_request *req,
+                 int *first, jf_status *st)
 {
     /* the kept u as jf_component_cube lists them: the same cached band A */
-    int U[8], V[8], ui[64], vi[64], nu, nv, ob, last = -1;
+    int U[8], V[8], ui[64], vi[64], nu, nv, ob, last = -1, lo = -1;
     jf_band *A;
+    if (first)
+        *first = 0;
     kept_uv(req, U, &nu, V, &nv, ui, vi);
     if (nu == 0)
         return 0;
@@ -764,10 +766,22 @@ int jf_rows_needed(jf_decoder *d, int c, const jf_axis *ax_h, const jf_comp_requ
     if (!A)
         return -1;
     for (ob = 0; ob < A->nob; ob++)
-        if (A->hi[ob] >= A->lo[ob] && A->hi[ob] > last)
-            last = A->hi[ob];
+        if (A->hi[ob] >= A->lo[ob]) {
+            if (A->hi[ob] > last)
+                last = A->hi[ob];
+            if (lo < 0 || A->lo[ob] < lo)
+                lo = A->lo[ob];
+        }
     jf_band_release(A);
+    if (first && lo > 0)
+        *first = lo;
     return last + 1;
+}
+
+int jf_rows_needed(jf_decoder *d, int c, const jf_axis *ax_h, const jf_comp_request *req,
+                   jf_status *st)
+{
+    return jf_rows_span(d, c, ax_h, req, NULL, st);
 }
 
 void jf_eval_box(int width, int height, int resize, int crop_h, int crop_w, double box[4])

@@ -8,6 +8,12 @@ Which files the compressed path takes is the C reader's decision (Header.spatial
 CMYK, YCCK and RGB-coded JPEGs cannot be mapped linearly to YCbCr coefficients, so they
 take the spatial path, with a notice once per process.  Every call takes a path, a
 bytes-like object or a jpegfreq.source.Source (a file read once, errors naming it).
+
+Damaged files (every source): libjpeg's warnings go to ``warnings_out``; a file cut
+inside its entropy-coded data adds "truncated: N% of the rows the cube reads were
+decoded"; ``info`` (a dict) receives {"decoded": share 0..1, "warnings": [...]};
+nothing decoded raises JpegError; strict=True raises on any warning
+(jpegfreq.reader.decoded_share says how the share is counted).
 """
 import functools
 import os
@@ -22,7 +28,7 @@ from .channels import ChannelSet
 from .errors import JpegError
 from .geometry import (Geometry, block_dct, displayed_size, eval_geometry, orient_plane,
                        resample_plane)
-from .reader import _limit, source_name, translate
+from .reader import _limit, account_share, source_name, stored_rows, translate
 from .source import Source, read_source
 
 SOURCES = ("jpeg-coeffs", "spatial", "rgb")
@@ -94,7 +100,7 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
          geometry: Optional[Geometry] = None, stats=None, dtype="float32",
          strict: bool = False, max_pixels: Optional[int] = None,
          band_cutoff: bool = False, warnings_out: Optional[list] = None,
-         out: Optional[np.ndarray] = None) -> np.ndarray:
+         out: Optional[np.ndarray] = None, info: Optional[dict] = None) -> np.ndarray:
     """One image to the network's input.
 
     src: path, bytes-like JPEG or jpegfreq.source.Source (``spatial``/``rgb`` also take any
@@ -108,13 +114,21 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
     stats: None = unnormalized coefficients; else a jpegfreq.stats.Stats folded in as
         (x - mean) / std by the operator (Stats.check: channel set, source, geometry).
     dtype: "float32" (default) or "float16" (24S float16 is exactly RGB 224's uint8 bytes).
-    strict: raise on libjpeg warnings (default: return data, warnings to ``warnings_out``).
+    strict: raise JpegError on any libjpeg warning (default: return the data, the
+        warnings to ``warnings_out`` / ``info``).
     max_pixels: pixel limit (None = jpegfreq.reader global, 0 = none).
     band_cutoff: progressive files: stop decoding once the scans holding the kept
         frequency band (0..max(u, v) per component) are complete (approximate).
     out: optional numpy array of the result's shape and dtype to write into (e.g. a row
         of a batch); it is returned.  jpeg-coeffs float32 into a C-contiguous ``out``
         is written in place by the C operator (no copy).
+    warnings_out: a list extended with this call's warnings (libjpeg's texts, and
+        "truncated: N% of the rows the cube reads were decoded" for a file cut inside
+        the rows it reads).
+    info: a dict, set to {"decoded": float 0..1, "warnings": [...]}: the share of the
+        MCU rows the cube reads that were really decoded (1.0 for an intact file) and
+        this call's warnings.  A file with none of them decoded raises JpegError
+        ("truncated before any image data ...") on every path.
     Returns float32/float16 numpy (C, out_h/8, out_w/8); rgb: (3, out_h, out_w).
     Cost (ImageNet median, one core): about 1.1x libjpeg-turbo's entropy decode of the
     whole file for jpeg-coeffs 24S eval; each scan is decoded only down to the last row
@@ -127,15 +141,16 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
         geometry = _eval_geometry(int(size) if size is not None else
                                   224 if source == "rgb" else 448)
     dt = _np_dtype(dtype)
+    report = dict(strict=strict, warnings_out=warnings_out, info=info)
     if source == "rgb":
         if out is not None:
             _check_out(out, (3, geometry.out_h, geometry.out_w), dt)
-        return _finish(rgb_image(src, geometry, stats, max_pixels), dt, out)
+        return _finish(rgb_image(src, geometry, stats, max_pixels, **report), dt, out)
     cs = _as_channels(channels)
     if out is not None:
         _check_out(out, (cs.count, geometry.out_h // 8, geometry.out_w // 8), dt)
     if source == "spatial":
-        return _finish(spatial_cube(src, cs, geometry, stats, max_pixels), dt, out)
+        return _finish(spatial_cube(src, cs, geometry, stats, max_pixels, **report), dt, out)
     scale, offset = _scale_offset(stats, cs, source, geometry)
     if isinstance(src, Source):
         name, arg = src.name, src.data
@@ -143,19 +158,37 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
         name, arg = source_name(src), os.fspath(src) if isinstance(src, os.PathLike) else src
     direct = out if out is not None and dt == np.float32 and out.flags.c_contiguous else None
     try:
-        res, warns = _jpegfreq.cube(
+        res, warns, extent = _jpegfreq.cube(
             arg, cs.component_of, cs.k, geometry.out_h, geometry.out_w, scale, offset,
             geometry.box, geometry.resize, geometry.flip, -1 if geometry.exif else 0,
-            _limit(max_pixels), bool(strict), bool(band_cutoff), out=direct)
+            _limit(max_pixels), bool(strict), bool(band_cutoff), out=direct, extent=True)
     except _jpegfreq.Error as e:
         if e.args[0] != _jpegfreq.ERR_NEEDS_SPATIAL:
             raise translate(name, e) from None
         _notice(e.args[1], f"{name}: {e.args[1]}; such files take the spatial "
                            "path (decode, resize, DCT). Shown once per process.")
-        return _finish(spatial_cube(src, cs, geometry, stats, max_pixels), dt, out)
+        return _finish(spatial_cube(src, cs, geometry, stats, max_pixels, **report), dt, out)
+    _report(name, warns, extent, None, **report)
+    return _finish(res, dt, out)
+
+
+def _report(name, warns, extent, rows, strict=False, warnings_out=None, info=None):
+    """A read's damage, the same for every path: the decoded share (nothing decoded
+    raises; a partial read adds its warning), strict mode, then warnings_out and info.
+    extent: the C reader's (None: nothing known, e.g. a Pillow decode); rows: the MCU
+    rows (lo, hi) read, or None for the extent's own."""
+    share = 1.0
+    if extent is not None:
+        lo, hi = rows if rows is not None else (None, None)
+        share = account_share(name, extent, warns, lo, hi, " the cube reads")
+    if strict and warns:
+        raise JpegError(name, f"strict mode: {warns[0]}")
     if warnings_out is not None:
         warnings_out.extend(warns)
-    return _finish(res, dt, out)
+    if info is not None:
+        info["decoded"] = share
+        info["warnings"] = list(warns)
+    return share
 
 
 # ---------------------------------------------------------------------------
@@ -185,7 +218,7 @@ _RGB2YCC = np.array([[0.299, 0.587, 0.114],
                      [0.5, -0.418687589, -0.081312411]], np.float32)
 
 
-def decode_planes(src, max_pixels=None, exif=False):
+def decode_planes(src, max_pixels=None, exif=False, damage: Optional[dict] = None):
     """Decode an image to YCbCr sample planes for the spatial path.
 
     Returns (planes, factors, (width, height)): planes are float32 component planes
@@ -195,14 +228,21 @@ def decode_planes(src, max_pixels=None, exif=False):
     plane.  Files the C reader sends to the spatial path (CMYK, YCCK, RGB-coded: see
     Header.spatial_reason) and non-JPEG images go through Pillow's RGB decode and a float
     JFIF conversion.
+    damage: a dict receiving "source" (the Source), "warnings" (libjpeg's) and "extent"
+    (where the data ran out, for jpegfreq.reader.account_share; None for a Pillow decode).
     """
     s = read_source(src, max_pixels)
     hdr = s.header
+    if damage is not None:
+        damage.update(source=s, warnings=[], extent=None)
     if s.spatial_reason is None:
         try:
-            _, raw, _ = _jpegfreq.decode_planes(s.data, False, _limit(max_pixels))
+            _, raw, warns, extent = _jpegfreq.decode_planes(s.data, False, _limit(max_pixels),
+                                                            extent=True)
         except _jpegfreq.Error as e:
             raise translate(s.name, e) from None
+        if damage is not None:
+            damage.update(warnings=warns, extent=extent)
         planes = [np.ascontiguousarray(p[:c.height, :c.width], np.float32)
                   for p, c in zip(raw, hdr.components)]
         factors = [(hdr.max_v_samp // c.v_samp, hdr.max_h_samp // c.h_samp)
@@ -244,15 +284,19 @@ def _pillow_planes(s: Source, ycbcr: bool):
 
 
 def spatial_cube(src, channels, geometry: Optional[Geometry] = None, stats=None,
-                 max_pixels=None) -> np.ndarray:
+                 max_pixels=None, strict: bool = False, warnings_out: Optional[list] = None,
+                 info: Optional[dict] = None) -> np.ndarray:
     """The paper's flow: decode, crop/resize/flip, YCbCr, 8x8 block DCT, select, normalize.
 
-    Same arguments and result as cube(..., source="spatial").
+    Same arguments and result as cube(..., source="spatial"); the decoded share counts
+    the MCU rows of the crop box.
     """
     cs = _as_channels(channels)
     geometry = geometry or eval_geometry(448)
-    planes, factors, (w, h) = decode_planes(src, max_pixels, geometry.exif)
+    damage = {}
+    planes, factors, (w, h) = decode_planes(src, max_pixels, geometry.exif, damage)
     box = geometry.box_for(w, h)
+    _report_box(damage, box, geometry.exif, strict, warnings_out, info)
     oh, ow = geometry.out_h, geometry.out_w
     out = np.empty((cs.count, oh // 8, ow // 8), np.float32)
     comp_of, ks = np.asarray(cs.component_of), np.asarray(cs.k)
@@ -277,7 +321,29 @@ def spatial_cube(src, channels, geometry: Optional[Geometry] = None, stats=None,
     return out
 
 
-def rgb_image(src, geometry: Optional[Geometry] = None, stats=None, max_pixels=None) -> np.ndarray:
+def _report_box(damage, box, exif, strict, warnings_out, info):
+    """_report for a pixel decode of damage's source whose crop is box (displayed pixels)."""
+    s, extent = damage["source"], damage["extent"]
+    rows = None
+    if extent is not None and s.header is not None:
+        rows = stored_rows(box, s.orientation if exif else 1, s.width, s.height,
+                           s.header.max_v_samp * 8)
+    _report(s.name, list(damage["warnings"]), extent, rows, strict, warnings_out, info)
+
+
+def _jpeg_damage(s: Source, max_pixels, damage: dict):
+    """damage (as decode_planes fills it) from the C reader's entropy decode of s."""
+    try:
+        _, _, warns, extent = _jpegfreq.read_coefficients(s.data, False, _limit(max_pixels), [0],
+                                                          extent=True)
+    except _jpegfreq.Error as e:
+        raise translate(s.name, e) from None
+    damage.update(warnings=warns, extent=extent)
+
+
+def rgb_image(src, geometry: Optional[Geometry] = None, stats=None, max_pixels=None,
+              strict: bool = False, warnings_out: Optional[list] = None,
+              info: Optional[dict] = None) -> np.ndarray:
     """RGB input: (3, out_h, out_w) float32 in [0, 1] (or normalized by stats).
 
     The one RGB decode + resize of the project (classification baseline and detection).
@@ -285,11 +351,18 @@ def rgb_image(src, geometry: Optional[Geometry] = None, stats=None, max_pixels=N
     sample_train(..., 224)), or any object with its out_h, out_w, flip, exif and
     box_for(width, height): a jpegfreq.detection.DetectionGeometry is the whole image
     resized to its out_w x out_h (multiples of 4, which a Geometry, being a cube's, refuses).
+    strict, warnings_out, info: as for cube().  The RGB decode (libjpeg-turbo) does not
+    say where data ran out: a JPEG that does not end with its EOI marker (a cut file),
+    or any JPEG with strict=True, is also entropy-decoded by the C reader (about the
+    cost of the decode again, damaged files only) for its warnings and decoded share.
     """
     import io
     from PIL import Image
     geometry = geometry or eval_geometry(224)
     s = read_source(src, max_pixels)
+    damage = dict(source=s, warnings=[], extent=None)
+    if s.header is not None and (strict or not s.data.rstrip(b"\0").endswith(b"\xff\xd9")):
+        _jpeg_damage(s, max_pixels, damage)
     rgb = None
     tj = _turbojpeg() if s.spatial_reason is None else None
     if tj:
@@ -309,6 +382,7 @@ def rgb_image(src, geometry: Optional[Geometry] = None, stats=None, max_pixels=N
         rgb = np.stack([orient_plane(rgb[..., i], s.orientation) for i in range(3)], -1)
     h, w = rgb.shape[:2]
     box = geometry.box_for(w, h)
+    _report_box(damage, box, geometry.exif, strict, warnings_out, info)
     out = np.empty((3, geometry.out_h, geometry.out_w), np.float32)
     for i in range(3):
         out[i] = resample_plane(np.ascontiguousarray(rgb[..., i], np.float32), h, w, 1, 1, box,

@@ -4,7 +4,18 @@ Every function takes ``src``: a path (str or os.PathLike) or any bytes-like
 object holding a whole JPEG file.  Failures raise :class:`JpegError` naming the
 source and the reason; libjpeg's warnings (premature end of data, corrupt data)
 are returned, or raised when ``strict=True``.  The C work runs without the GIL.
+
+The decoded share: when a file ends inside its entropy-coded data, the decoder
+fills the blocks it could not read with zeros.  Every read reports how much of
+what it reads was really decoded (``Coefficients.decoded``, ``cube(...,
+info={})["decoded"]``): the rows of the scan that ran out reached before the
+end, in units of MCU rows, over the rows the call reads; a file with several
+scans counts each scan that began as one share (the scans the file lost after
+the cut are not known and not counted).  A read with nothing decoded raises
+JpegError ("truncated before any image data ..."); a partial one adds the
+warning "truncated: N% of the rows ... were decoded".
 """
+import math
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
@@ -141,6 +152,9 @@ class Coefficients:
     quant: List[np.ndarray]
     warnings: List[str] = field(default_factory=list)
     freqs: Optional[Tuple[int, ...]] = None
+    #: share (0..1] of the image's MCU rows that were really decoded (below 1 when the
+    #: file ends inside its entropy-coded data; see the module docstring)
+    decoded: float = 1.0
 
     @property
     def sampling(self):
@@ -181,9 +195,79 @@ def read_coefficients(src, strict: bool = False, max_pixels: Optional[int] = Non
     CMYK/YCCK files give four components (see ``header.color_space``).
     """
     try:
-        hdr, comps, warns = _jpegfreq.read_coefficients(
-            _arg(src), bool(strict), _limit(max_pixels), None if freqs is None else list(freqs))
+        hdr, comps, warns, ext = _jpegfreq.read_coefficients(
+            _arg(src), bool(strict), _limit(max_pixels), None if freqs is None else list(freqs),
+            extent=True)
     except _jpegfreq.Error as e:
         raise translate(src, e) from None
+    share = account_share(source_name(src), ext, warns)
     return Coefficients(Header._from_dict(hdr), [c for c, _ in comps], [q for _, q in comps],
-                        warns, None if freqs is None else tuple(int(f) for f in freqs))
+                        warns, None if freqs is None else tuple(int(f) for f in freqs), share)
+
+
+# ---------------------------------------------------------------------------
+# The decoded share (where the entropy-coded data ran out)
+# ---------------------------------------------------------------------------
+
+def decoded_share(extent, lo: Optional[int] = None, hi: Optional[int] = None) -> float:
+    """Share (0..1) of the MCU rows lo..hi-1 that were really decoded.
+
+    extent: the C reader's (cut_scan, cut_row, total_rows, read_lo, read_hi, scan_byte,
+    data_len); lo, hi default to its read_lo, read_hi.  Each scan that began counts as
+    one share: the earlier ones are whole, the one that ran out counts the rows it
+    reached in lo..hi.  1.0 when the data did not run out inside a scan, or no rows
+    are read.
+    """
+    cut_scan, cut_row = extent[0], extent[1]
+    lo = extent[3] if lo is None else lo
+    hi = extent[4] if hi is None else hi
+    if cut_scan <= 0 or hi <= lo:
+        return 1.0
+    frac = min(max(cut_row - lo, 0), hi - lo) / (hi - lo)
+    return ((cut_scan - 1) + frac) / cut_scan
+
+
+def account_share(name: str, extent, warns: list, lo: Optional[int] = None,
+                  hi: Optional[int] = None, what: str = "") -> float:
+    """The decoded share of a read (decoded_share), with its consequence.
+
+    Nothing decoded: raises JpegError naming the source and where the data ends.
+    Partly decoded: appends "truncated: N% of the rows{what} were decoded" to warns.
+    what: " the cube reads" for a cube, "" for the whole image.  Returns the share.
+    """
+    share = decoded_share(extent, lo, hi)
+    if share >= 1.0:
+        return 1.0
+    cut_scan, cut_row, total, rlo, rhi, scan_byte, data_len = extent
+    lo = rlo if lo is None else lo
+    hi = rhi if hi is None else hi
+    if share <= 0.0:
+        if cut_row <= 0:
+            where = (f"at byte {data_len} of {data_len}, the first scan's data starts at byte "
+                     f"{scan_byte}")
+        else:
+            where = (f"the data ends in MCU row {cut_row + 1} of {total}, the rows read are "
+                     f"{lo + 1} to {hi}; a file of {data_len} bytes")
+        raise JpegError(name, f"truncated before any image data{what} ({where})")
+    pct = math.floor(share * 100)
+    warns.append(f"truncated: {pct if pct >= 1 else 'under 1'}% of the rows{what} were decoded"
+                 + (f" (scan {cut_scan} ran out; the earlier ones are whole)"
+                    if cut_scan > 1 else ""))
+    return share
+
+
+def stored_rows(box, orientation: int, width: int, height: int, mcu_rows: int) -> Tuple[int, int]:
+    """MCU rows [lo, hi) of the stored image holding the rows of box (x0, y0, x1, y1, in
+    displayed pixels after EXIF orientation 1..8) of a stored width x height image with
+    MCU rows of mcu_rows pixels: what a pixel-domain crop of that box reads."""
+    from .geometry import orientation_ops
+    x0, y0, x1, y1 = box
+    transpose, flip_h, flip_v = orientation_ops(orientation)
+    if transpose:                     # displayed columns are stored rows
+        a, b = (height - x1, height - x0) if flip_h else (x0, x1)
+    else:
+        a, b = (height - y1, height - y0) if flip_v else (y0, y1)
+    total = -(-height // mcu_rows)
+    lo = min(max(int(math.floor(max(a, 0) / mcu_rows)), 0), total)
+    hi = min(max(int(math.ceil(min(b, height) / mcu_rows)), lo), total)
+    return lo, hi
