@@ -11,8 +11,6 @@ import http.client
 import json
 import os
 import pickle
-import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -23,16 +21,14 @@ import torch
 
 import jpegfreq
 from jpegfreq import ChannelSet, JpegError
-from jpegfreq.checkpoint import save_checkpoint
-from jpegfreq.models import build_model
-from jpegfreq.geometry import Geometry, eval_geometry, sample_train
+from jpegfreq.geometry import Geometry, sample_train
 from jpegfreq.serving import BatchError, Decoder
-from jpegfreq.stats import Stats, StatsAccumulator
+from jpegfreq.stats import Stats
 
 from jpeg_factory import CASES, damaged, make_jpeg
+from serving_util import ServerProcess, _stats, make_checkpoint
 from threads import run_in_threads
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREAD_TEST_FILES = int(os.environ.get("JPEGFREQ_THREAD_TEST_FILES", "1000"))
 
 pytestmark = pytest.mark.filterwarnings("ignore::jpegfreq.SpatialFallbackWarning")
@@ -51,46 +47,6 @@ def many():
 @pytest.fixture(scope="module")
 def few():
     return mixed_jpegs(2 * len(CASES))
-
-
-def _stats(cs, size, source="jpeg-coeffs"):
-    """Real pooled statistics of a few generated files (what train.py would store)."""
-    geometry = eval_geometry(size)
-    acc = StatsAccumulator(cs.count)
-    for i in range(6):
-        acc.update(jpegfreq.cube(make_jpeg("baseline-420", seed=100 + i), cs, size, source))
-    return acc.result(cs, source, (geometry.out_h, geometry.out_w), geometry.to_dict())
-
-
-def make_checkpoint(path=None, channels="24S", size=224, source="jpeg-coeffs", num_classes=5,
-                    arch="resnet18"):
-    """A tiny train.py-style checkpoint (random weights) holding every documented key."""
-    torch.manual_seed(0)
-    rgb = source == "rgb"
-    cs = None if rgb else ChannelSet.parse(channels)
-    geometry = eval_geometry(size)
-    if rgb:
-        acc = StatsAccumulator(3)
-        for i in range(4):
-            acc.update(jpegfreq.cube(make_jpeg("baseline-444", seed=200 + i), size=size,
-                                     source="rgb"))
-        stats = acc.result(None, "rgb", (size, size), geometry.to_dict())
-    else:
-        stats = _stats(cs, size, source)
-    net = build_model(arch, source, cs, num_classes)
-    ckpt = {
-        "task": "classify", "model": net.state_dict(), "optimizer": None, "scheduler": None,
-        "epoch": 0,
-        "args": {"arch": arch, "channels": channels, "size": size, "source": source},
-        "arch": arch, "num_classes": num_classes,
-        "classes": [f"class_{i}" for i in range(num_classes)],
-        "source": source, "channels": None if rgb else cs.spec, "size": size,
-        "geometry": geometry.to_dict(), "stats": stats.to_dict(), "gate": False,
-        "best_acc1": 0.0,
-    }
-    if path is not None:
-        save_checkpoint(path, ckpt)
-    return ckpt
 
 
 # ---------------------------------------------------------------------------
@@ -192,6 +148,132 @@ def test_pin_memory_only_with_cuda():
 # ---------------------------------------------------------------------------
 # Batches
 # ---------------------------------------------------------------------------
+
+def test_decode_batch_report_gives_every_item_its_warnings():
+    good = make_jpeg("baseline-420", seed=3)
+    bad = dict(damaged(good))
+    items = [good, bad["truncated-50pct"], b"", bad["missing-eoi"], good]
+    dec = Decoder(threads=2)
+    warns = []
+    out, reports = dec.decode_batch(items, errors="report", warnings_out=warns)
+    assert [r.index for r in reports] == list(range(len(items)))
+    assert [r.ok for r in reports] == [True, True, False, True, True]
+    assert reports[0].warnings == () and not reports[0].truncated
+    assert any("Premature end" in w for w in reports[1].warnings) and reports[1].truncated
+    assert reports[2].error is not None and "empty" in reports[2].error.reason
+    assert not reports[2].truncated and torch.count_nonzero(out[2]) == 0
+    assert reports[3].truncated  # the file ends before its EOI marker
+    for r in reports:
+        assert r.share is None or 0.0 <= r.share <= 1.0
+    # the same warnings as warnings_out, and the same rows as decode()
+    assert warns == [(r.index, w) for r in reports for w in r.warnings]
+    for i in (0, 1, 3, 4):
+        assert np.array_equal(out[i].numpy(), dec.decode(items[i]).numpy())
+    # a known share decides truncation on its own
+    from jpegfreq.serving import ItemReport
+    assert ItemReport(0, warnings=("Premature end of JPEG file",), share=1.0).truncated is False
+    assert ItemReport(0, share=0.4).truncated is True
+
+
+def test_keep_rows_stays_in_the_same_memory():
+    dec = Decoder("6S", size=64, threads=1)
+    batch = dec.decode_batch([make_jpeg("baseline-420", seed=i) for i in range(5)])
+    want = batch.clone()
+    kept = dec.keep_rows(batch, [1, 3, 4])
+    assert torch.equal(kept, want[[1, 3, 4]])
+    # a view of the batch's own memory: a page-locked batch stays page-locked
+    assert kept.untyped_storage().data_ptr() == batch.untyped_storage().data_ptr()
+    assert kept.is_pinned() == batch.is_pinned()
+    assert torch.equal(dec.keep_rows(want.clone(), [0, 1, 2, 3, 4]), want)
+    assert len(dec.keep_rows(want.clone(), [])) == 0
+    for rows in ([3, 1], [1, 1], [0, 5], [-1, 2]):
+        with pytest.raises(ValueError, match="increasing indices"):
+            dec.keep_rows(want.clone(), rows)
+
+
+def test_a_pickled_or_forked_decoder_never_pins():
+    dec = Decoder(pin_memory=True)
+    dec._pin = True  # stand in for a CUDA machine: this process would pin
+    assert dec.pin_memory
+    copy = pickle.loads(pickle.dumps(dec))
+    assert copy.requested_pin_memory and not copy.pin_memory
+    assert not copy.new_batch(1).is_pinned()
+    dec._pin_pid = os.getpid() + 1  # as seen from a forked child
+    assert not dec.pin_memory
+
+
+class _FakeEvent:
+    """torch.cuda.Event's record/synchronize, noting when they ran."""
+    log = []
+
+    def __init__(self):
+        self.synced = False
+
+    def record(self):
+        _FakeEvent.log.append(("record", self))
+
+    def synchronize(self):
+        self.synced = True
+        _FakeEvent.log.append(("synchronize", self))
+
+
+def test_reused_buffer_waits_for_the_copy_out_of_it(monkeypatch):
+    dec = Decoder("6S", size=64, threads=2)
+    dec._copies.new_event = _FakeEvent
+    _FakeEvent.log = []
+    items = [make_jpeg("baseline-420", seed=i) for i in range(3)]
+    buf = dec.new_batch(4)
+    buf.fill_(7)
+    seen = []
+    real_decode = dec.decode_numpy
+
+    def decode_numpy(data, warnings_out=None, out=None):
+        seen.append([e.synced for _, e in _FakeEvent.log if _ == "record"])
+        return real_decode(data, warnings_out, out=out)
+
+    monkeypatch.setattr(dec, "decode_numpy", decode_numpy)
+    dec.record_copy(buf[:2])      # a copy out of the first rows is queued
+    other = dec.new_batch(3)
+    dec.decode_batch(items, out=other)   # another buffer: nothing to wait for
+    assert [k for k, _ in _FakeEvent.log] == ["record"] and len(dec._copies) == 1
+    dec.decode_batch(items, out=buf[:3])  # the same memory: waits first
+    assert [k for k, _ in _FakeEvent.log] == ["record", "synchronize"]
+    assert seen[-3:] == [[True]] * 3      # every write came after the wait
+    assert len(dec._copies) == 0
+    assert torch.equal(buf[:3], dec.decode_batch(items))
+    dec.decode_batch(items, out=buf[:3])  # nothing pending any more
+    assert [k for k, _ in _FakeEvent.log] == ["record", "synchronize"]
+
+
+def test_to_device_casts_and_formats_without_recording_on_the_cpu():
+    dec = Decoder("24S", size=64, dtype="float16", threads=1)
+    x16 = dec.decode_batch([make_jpeg("baseline-420"), make_jpeg("gray")])
+    x = dec.to_device(x16, "cpu", dtype=torch.float32, channels_last=True)
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x, x16.float())
+    assert len(dec._copies) == 0  # no CUDA copy, no event
+    assert dec.to_device(x16, "cpu") is x16
+
+
+def test_float16_batch_into_a_float32_model(tmp_path):
+    ckpt = make_checkpoint(size=64, num_classes=10)
+    model = jpegfreq.models.load_model(ckpt)
+    assert next(model.parameters()).dtype == torch.float32
+    items = [make_jpeg(CASES[i % len(CASES)], seed=i) for i in range(12)]
+    d32 = Decoder.from_checkpoint(ckpt, threads=1)
+    d16 = Decoder.from_checkpoint(ckpt, threads=1, dtype="float16")
+    x32, x16 = d32.decode_batch(items), d16.decode_batch(items)
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError):  # the problem: Half input, Float weights
+            model(x16)
+        ref = model(x32)
+        got = model(d16.to_device(x16, "cpu", dtype=torch.float32))
+    assert torch.allclose(got, ref, rtol=0, atol=0.05 * ref.abs().max().item())
+    top2 = ref.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 0.05 * ref.abs().max()
+    assert clear.sum() >= len(items) // 2
+    assert torch.equal(got.argmax(1)[clear], ref.argmax(1)[clear])
+
 
 def test_decode_batch_matches_decode(few):
     dec = Decoder(threads=2)
@@ -409,55 +491,11 @@ def test_load_model_lives_with_the_models_and_runs(tmp_path):
 # examples/serve.py
 # ---------------------------------------------------------------------------
 
-class _Server:
-    def __init__(self, ckpt_path, log_path, *extra):
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "examples", "serve.py"), "--checkpoint",
-             str(ckpt_path), "--host", "127.0.0.1", "--port", "0", "--topk", "3",
-             "--threads", "2", "--torch-threads", "1", *extra],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True)
-        line = self._first_line(timeout=120)
-        assert line.startswith("listening on http://127.0.0.1:"), line
-        self.port = int(line.split(":")[2].split()[0])
-
-    def _first_line(self, timeout):
-        box = []
-        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()))
-        reader.daemon = True
-        reader.start()
-        reader.join(timeout)
-        if not box or not box[0]:
-            self.stop()
-            raise AssertionError("server did not start: " + open(self.log.name).read()[-2000:])
-        return box[0]
-
-    def request(self, method, path, body=None, headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            return resp.status, json.loads(resp.read())
-        finally:
-            conn.close()
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
-        self.log.close()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("serve")
     ckpt = make_checkpoint(d / "ckpt.pth")
-    srv = _Server(d / "ckpt.pth", d / "server.log")
+    srv = ServerProcess(d / "ckpt.pth", d / "server.log")
     srv.ckpt = ckpt
     yield srv
     srv.stop()
@@ -512,10 +550,13 @@ def test_server_rejects_broken_input(server, name, data, reason):
     assert reason in body["error"] and "top" not in body
 
 
-def test_server_damaged_but_decodable_lists_warnings(server):
+def test_server_refuses_a_truncated_jpeg_naming_the_share(server):
     data = dict(damaged(make_jpeg("baseline-420")))["truncated-50pct"]
     status, body = server.request("POST", "/predict", data)
-    assert status == 200 and any("Premature end" in w for w in body["warnings"])
+    assert status == 422, body
+    assert body["kind"] == "truncated" and "truncated JPEG" in body["error"]
+    assert "share" in body and "--accept-partial" in body["error"]
+    assert any("Premature end" in w for w in body["warnings"]) and "top" not in body
 
 
 def test_server_concurrent_mixed_requests(server):
