@@ -27,6 +27,11 @@ Evaluate a checkpoint (last line "bbox AP X segm AP Y"):
 RGB baseline (torchvision's Faster / Mask R-CNN ResNet-50-FPN, weights=None, fed the same resized
 pixels): --source rgb. Boxes and masks are evaluated in the original image coordinates.
 
+On a GPU: mixed precision is on by default (--no-amp turns it off; --amp on a CPU is bfloat16),
+--channels-last stores the convolution weights NHWC, SyncBatchNorm pools BatchNorm statistics
+over the processes of a CUDA run unless the norm layers are frozen (--no-sync-bn), and the
+losses are read back from the device once every --print-freq steps (docs/detection.md).
+
 A checkpoint follows jpegfreq.checkpoint's schema (task "detect"); jpegfreq.models.load_model
 rebuilds the detector from it. Processes, evaluation shards, atomic writes, statistics and the
 flag defaults (jpegfreq/presets.py) come from jpegfreq.runtime, shared with train.py.
@@ -372,6 +377,8 @@ def run_evaluate(args, ctx):
     for k, v in checkpoint_settings(args.evaluate, ckpt).items():
         setattr(args, k, v)
     model = load_model(ckpt).to(ctx.device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
     stats = preprocessing(ckpt)["stats"]
     val_set = make_dataset(args, args.val_data or args.data, args.val_ann, False, stats, False)
     if val_set.cat_ids != list(ckpt["cat_ids"]):
