@@ -3,8 +3,10 @@
     ctx = Context(device=None)          # torchrun's RANK / WORLD_SIZE / LOCAL_RANK, or one process
     ctx.rank, ctx.world, ctx.local_rank, ctx.device, ctx.backend, ctx.distributed, ctx.main
     ctx.log(...)                        # prints on rank 0 only (flushed)
-    ctx.barrier(); ctx.all_sum([..]); ctx.all_min(x); ctx.all_reduce_(t); ctx.broadcast_(t)
-    ctx.sync_buffers(module)            # rank 0's BatchNorm statistics on every rank
+    ctx.barrier(); ctx.all_sum([..]); ctx.all_min(x); ctx.all_max(x); ctx.all_reduce_(t)
+    ctx.broadcast_(t, src); ctx.broadcast_object(obj, src)
+    ctx.sync_buffers(module, src)       # rank src's BatchNorm statistics on every rank
+    ctx.sync_optimizer(optimizer, src)  # rank src's optimizer state (after uneven inputs)
     ctx.gather(obj)                     # [obj of rank 0, obj of rank 1, ...] on every rank
     ShardSampler(n, rank, world)        # evaluation: every index exactly once over all ranks
     progress(iterable, ctx, enabled)    # tqdm on stderr, rank 0 only
@@ -43,13 +45,39 @@ def backend_for(device) -> str:
     return "nccl" if str(device).startswith("cuda") else "gloo"
 
 
+def cuda_device(device=None, local_rank: int = 0):
+    """The torch.device a process uses: ``device`` (default "cuda" when CUDA is available,
+    else "cpu"); a CUDA device is made current with torch.cuda.set_device.  "cuda" without an
+    index picks local_rank % torch.cuda.device_count(); an index that is not visible, or CUDA
+    asked for where there is none, is a ValueError saying so."""
+    import torch
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return dev
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {device}: CUDA is not available on this machine")
+    count = torch.cuda.device_count()
+    index = int(local_rank) % count if dev.index is None else dev.index
+    if not 0 <= index < count:
+        raise ValueError(f"device {device}: only {count} CUDA device(s) are visible "
+                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
 class Context:
     """Rank, world size, local rank and device of this process; rank 0 prints and writes.
 
     Distributed when torchrun's RANK and WORLD_SIZE say more than one process (the process
     group is created here, nccl on CUDA, gloo on CPU); otherwise one process, rank 0 of 1.
-    device (default cuda when available, else cpu): under torchrun a CUDA device becomes
-    cuda:LOCAL_RANK.  The collective helpers are no-ops in one process.
+    device (default cuda when available, else cpu): a CUDA device without an index becomes
+    cuda:(LOCAL_RANK % visible devices) -- a scheduler that shows each task only its own GPU
+    gives every process device 0 whatever its LOCAL_RANK -- and one with an index (cuda:1) is
+    used as given; either way it is made the current CUDA device (torch.cuda.set_device), so
+    kernels, collectives and page-locked copies of this process go to it.  The collective
+    helpers are no-ops in one process.
     """
 
     def __init__(self, device=None):
@@ -60,12 +88,9 @@ class Context:
         self.world = int(os.environ.get("WORLD_SIZE", 1))
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.distributed = "RANK" in os.environ and self.world > 1
-        want = str(device) if device else ("cuda" if torch.cuda.is_available() else "cpu")
-        if want.startswith("cuda") and self.distributed:
-            torch.cuda.set_device(self.local_rank)
-            want = f"cuda:{self.local_rank}"
-        self.device = torch.device(want)
-        self.backend = backend_for(want)
+        self.device = cuda_device(device, self.local_rank) if device is None or \
+            str(device).startswith("cuda") else torch.device(device)
+        self.backend = backend_for(self.device)
         if self.distributed and not dist.is_initialized():
             dist.init_process_group(self.backend)
 
@@ -89,9 +114,11 @@ class Context:
 
     @property
     def _comm_device(self):
-        # nccl reduces CUDA tensors only; gloo takes CPU tensors
+        """Where collective inputs live: CPU when the backend takes CPU tensors (gloo; small
+        reductions need no device copy), else this process's device (nccl: CUDA only)."""
         import torch
-        return self.device if self.backend == "nccl" else torch.device("cpu")
+        devices = self._dist.Backend.backend_capability.get(str(self.backend).lower(), ["cpu"])
+        return torch.device("cpu") if "cpu" in devices else self.device
 
     def all_sum(self, values):
         """A list of numbers summed over all ranks (as floats)."""
@@ -123,13 +150,65 @@ class Context:
                 tensor.copy_(t)
         return tensor
 
-    def sync_buffers(self, module):
-        """Give every rank rank 0's buffers (BatchNorm running statistics, which each rank
+    def all_max(self, value):
+        """The largest of one number over all ranks."""
+        if not self.distributed:
+            return value
+        return self._reduce([value], self._dist.ReduceOp.MAX)[0]
+
+    def sync_buffers(self, module, src=0):
+        """Give every rank rank src's buffers (BatchNorm running statistics, which each rank
         updates with its own batches), so that all ranks evaluate and save one model."""
         if self.distributed:
             for b in module.buffers():
-                self.broadcast_(b)
+                self.broadcast_(b, src)
         return module
+
+    def broadcast_object(self, obj, src=0):
+        """Rank src's obj (picklable; small: metadata, not weights) on every rank."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        self._dist.broadcast_object_list(box, src, device=self._comm_device
+                                         if self._comm_device.type != "cpu" else None)
+        return box[0]
+
+    def sync_optimizer(self, optimizer, src=0):
+        """Give every rank rank src's optimizer state (momentum buffers, Adam moments and
+        step counts), in place.  Needed where ranks took different numbers of steps (DDP's
+        uneven inputs: a rank that ran out of batches early shadows the others' all-reduces
+        and ends with the same weights, but its momentum missed the last steps).  The layout
+        (which parameters have state, each tensor's shape and type) is sent as one small
+        object; the tensors then go one broadcast each, on the parameters' own device."""
+        if not self.distributed:
+            return optimizer
+        import torch
+        sd = optimizer.state_dict()
+        layout = {i: {k: (tuple(v.shape), str(v.dtype).replace("torch.", ""))
+                      if isinstance(v, torch.Tensor) else v for k, v in st.items()}
+                  for i, st in sd["state"].items()}
+        layout = self.broadcast_object(layout, src)
+        params = [q for g in optimizer.param_groups for q in g["params"]]
+        state = {}
+        for i in sorted(layout):
+            own = sd["state"].get(i, {})
+            entry = {}
+            for k, v in layout[i].items():
+                if isinstance(v, tuple):
+                    shape, dtype = v
+                    t = own.get(k)
+                    if self.rank != src or not isinstance(t, torch.Tensor):
+                        # a step count lives on the CPU (unless capturable); the rest beside
+                        # its parameter
+                        where = t.device if isinstance(t, torch.Tensor) else \
+                            (torch.device("cpu") if k == "step" else params[i].device)
+                        t = torch.empty(shape, dtype=getattr(torch, dtype), device=where)
+                    entry[k] = self.broadcast_(t, src)
+                else:
+                    entry[k] = v
+            state[i] = entry
+        optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+        return optimizer
 
     def gather(self, obj):
         """Every rank's obj (picklable), in rank order, on every rank."""

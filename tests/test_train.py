@@ -38,7 +38,7 @@ def small(data, out, *extra, source="jpeg-coeffs"):
     """Flags of a tiny run."""
     size = "64" if source == "rgb" else "128"
     return ["--data", data, "--output-dir", str(out), "--arch", "resnet18", "--size", size,
-            "--batch-size", "4", "--workers", "0", "--epochs", "1", "--max-steps", "2",
+            "--batch-size", "4", "--threads", "1", "--epochs", "1", "--max-steps", "2",
             "--source", source, "--no-progress", *extra]
 
 
@@ -105,7 +105,7 @@ def test_input_summary_states_the_paper_ratio():
 def test_evaluate_prints_top1_top5_last(trained, data, tmp_path):
     preds = tmp_path / "preds.csv"
     r = run_cli(["--data", data, "--evaluate", os.path.join(trained, "checkpoint.pth"),
-                 "--workers", "0", "--no-progress", "--predictions", str(preds)])
+                 "--threads", "1", "--no-progress", "--predictions", str(preds)])
     assert r.returncode == 0, r.stderr
     last = r.stdout.strip().splitlines()[-1]
     m = TOP_LINE.match(last)
@@ -122,10 +122,10 @@ def test_evaluate_prints_top1_top5_last(trained, data, tmp_path):
 
 def test_evaluate_with_another_coefficient_source(trained, data, tmp_path, capsys):
     ckpt = os.path.join(trained, "checkpoint.pth")
-    run_inproc(["--data", data, "--evaluate", ckpt, "--workers", "0", "--no-progress",
+    run_inproc(["--data", data, "--evaluate", ckpt, "--threads", "1", "--no-progress",
                 "--predictions", str(tmp_path / "c.csv")])
-    out = run_inproc(["--data", data, "--evaluate", ckpt, "--source", "spatial", "--workers",
-                      "0", "--no-progress", "--predictions", str(tmp_path / "s.csv")])
+    out = run_inproc(["--data", data, "--evaluate", ckpt, "--source", "spatial", "--threads",
+                      "1", "--no-progress", "--predictions", str(tmp_path / "s.csv")])
     text = capsys.readouterr().out
     assert "with source spatial" in text and TOP_LINE.match(text.strip().splitlines()[-1])
     assert out["images"] == 8
@@ -155,7 +155,7 @@ def test_bad_images_are_skipped_counted_not_replaced(data_with_bad, tmp_path, ca
 
 
 def test_bad_image_error_stops_naming_the_file(data_with_bad, tmp_path):
-    r = run_cli(small(data_with_bad, tmp_path, "--on-bad-image", "error", "--workers", "1",
+    r = run_cli(small(data_with_bad, tmp_path, "--on-bad-image", "error", "--threads", "1",
                       "--max-steps", "0", "--batch-size", "7"))
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
@@ -247,7 +247,7 @@ def test_checkpoints_that_would_run_code_are_refused(data, tmp_path):
                 "channels": "24S", "args": _RunsCode(marker)}, evil)
     refused = "holds pickled Python objects"
     with pytest.raises(ValueError, match=refused):
-        run_inproc(["--data", data, "--evaluate", str(evil), "--workers", "0", "--no-progress"])
+        run_inproc(["--data", data, "--evaluate", str(evil), "--threads", "1", "--no-progress"])
     with pytest.raises(ValueError, match=refused):
         run_inproc(small(data, tmp_path / "run", "--resume", str(evil)))
     d = ["--data", data, "--ann", "a.json", "--val-ann", "a.json", "--output-dir",
