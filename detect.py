@@ -158,6 +158,15 @@ class WarmupMultiStep:
         return f * self.gamma ** sum(epoch >= m for m in self.milestones)
 
 
+def make_loader(dataset, args, sampler, device, batch_size=None, drop_last=False):
+    """The DataLoader of detection batches (lists of images and targets, collate): worker
+    processes, and page-locked memory with CUDA so that to_device's copies are asynchronous."""
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size or args.batch_size,
+                                       sampler=sampler, num_workers=args.workers,
+                                       collate_fn=collate, drop_last=drop_last,
+                                       pin_memory=device.type == "cuda")
+
+
 def to_device(images, targets, device):
     """A batch on the device: the copies are asynchronous when the loader pins its memory
     (pin_memory with CUDA), the cast to float32 runs on the device."""
@@ -292,10 +301,8 @@ def predict(model, dataset, device, args, ctx, batch_size=None):
     decoded in float16, a pixel apart at 1333 px."""
     net = model.module if hasattr(model, "module") else model
     net.eval()
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size or args.batch_size, shuffle=False,
-        sampler=ShardSampler(len(dataset), ctx.rank, ctx.world), num_workers=args.workers,
-        collate_fn=collate, pin_memory=device.type == "cuda")
+    loader = make_loader(dataset, args, ShardSampler(len(dataset), ctx.rank, ctx.world), device,
+                         batch_size=batch_size)
     results = []
     for images, targets in runtime.progress(loader, ctx, enabled=args.progress, desc="eval",
                                             unit="batch"):
@@ -481,9 +488,7 @@ def run_train(args, ctx):
         sampler = torch.utils.data.RandomSampler(
             train_set, generator=torch.Generator().manual_seed(args.seed))
     drop_last = len(train_set) > args.batch_size * ctx.world
-    loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, sampler=sampler,
-                                         num_workers=args.workers, collate_fn=collate,
-                                         drop_last=drop_last, pin_memory=device.type == "cuda")
+    loader = make_loader(train_set, args, sampler, device, drop_last=drop_last)
     if args.lr is None:
         args.lr = 0.02 * args.batch_size * ctx.world / 16
     params = [p for p in model.parameters() if p.requires_grad]

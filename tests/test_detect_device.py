@@ -245,6 +245,18 @@ def test_channels_last_reaches_the_weights(one_process):
     assert _norms(model) == {"BatchNorm2d": 1}                   # one process: no SyncBatchNorm
 
 
+def test_loaders_pin_memory_with_cuda_only():
+    data = [(torch.full((1, 2 + i, 3), float(i)), {"i": i}) for i in range(4)]
+    args = _args(workers=0, batch_size=2)
+    assert detect.make_loader(data, args, None, torch.device("cuda")).pin_memory
+    assert not detect.make_loader(data, args, None, torch.device("cpu")).pin_memory
+    batches = list(detect.make_loader(data, args, None, torch.device("cpu"), batch_size=3))
+    # images of different sizes stay a tuple (the model pads them), targets their dicts
+    assert [len(images) for images, _ in batches] == [3, 1]
+    assert [tuple(im.shape) for im in batches[0][0]] == [(1, 2, 3), (1, 3, 3), (1, 4, 3)]
+    assert [t["i"] for t in batches[0][1]] == [0, 1, 2]
+
+
 def test_flags():
     a = detect.get_args_parser().parse_args([])
     assert (a.amp, a.channels_last, a.sync_bn, a.cudnn_benchmark, a.print_freq) == \
