@@ -323,6 +323,9 @@ class Server(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server_version = "jpegfreq-serve/0.2"
     protocol_version = "HTTP/1.1"  # keep-alive: every answer carries Content-Length
+    # a request line cut short (e.g. by the deadline) is answered with a status line
+    # and headers too, not as HTTP/0.9 (a bare body)
+    default_request_version = "HTTP/1.1"
     classifier: Classifier = None
     quiet = False
     timeout = None  # the socket timeout of each read and write (set from --timeout)

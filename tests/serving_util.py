@@ -104,7 +104,9 @@ class ServerProcess:
         raise AssertionError("no VmRSS line")
 
     def log_text(self) -> str:
-        self.log.flush()
+        """What the server wrote on stderr so far."""
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log.name) as f:
             return f.read()
 
@@ -131,3 +133,144 @@ class ServerProcess:
         self.log.close()
 
 
+
+
+# ---------------------------------------------------------------------------
+# The soak: many clients, real and broken JPEGs, checked against the offline answer
+# ---------------------------------------------------------------------------
+
+def soak_bodies(n_real=32, seed=0, real=None):
+    """(real JPEGs, a function rng -> (kind, one broken body)); ``real`` defaults to
+    ``n_real`` generated JPEGs of every factory kind."""
+    import numpy as np
+    from jpeg_factory import CASES
+    if real is None:
+        real = [make_jpeg(CASES[i % len(CASES)], seed=seed + i) for i in range(n_real)]
+
+    def broken(rng):
+        kind = ("cut", "garbage", "empty")[int(rng.integers(0, 3))]
+        if kind == "empty":
+            return kind, b""
+        if kind == "garbage":
+            body = rng.integers(0, 256, int(rng.integers(1, 4096)), dtype=np.uint8).tobytes()
+            if rng.random() < 0.5:  # past the first check: a JPEG start, then noise
+                body = b"\xff\xd8\xff" + body
+            return kind, body
+        data = real[int(rng.integers(0, len(real)))]
+        return kind, data[:int(rng.integers(1, int(0.8 * len(data))))]
+
+    return real, broken
+
+
+def offline_probs(ckpt, bodies):
+    """Class probabilities of each body by the Decoder and the model in this process."""
+    import warnings
+    from jpegfreq.models import load_model
+    from jpegfreq.serving import Decoder
+    model = load_model(ckpt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x = Decoder.from_checkpoint(ckpt, threads=1).decode_batch(bodies)
+    with torch.inference_mode():
+        return torch.softmax(model(x), 1)
+
+
+def refused_offline(ckpt, body) -> bool:
+    """The Decoder refuses the body or reports it truncated (what the server answers 4xx)."""
+    from jpegfreq.serving import Decoder
+    _, (report,) = Decoder.from_checkpoint(ckpt, threads=1).decode_batch([body],
+                                                                         errors="report")
+    return not report.ok or report.truncated
+
+
+def soak(server, ckpt, requests=10_000, clients=8, broken_share=0.5, seed=0, log=print,
+         real=None):
+    """``clients`` threads send ``requests`` POSTs over keep-alive connections, half
+    (``broken_share``) broken bodies made on the fly.  Checks every answer: a real JPEG
+    200 with the offline top-1 (ties within 1e-4 of probability allowed), a broken
+    one 4xx with a JSON "error", never 5xx.  Returns a dict of figures: latency
+    percentiles (ms), server VmRSS (kB) after the first quarter and at the end,
+    statuses, wall time, failures (the first 20 wrong answers)."""
+    import numpy as np
+    import time
+    real, broken = soak_bodies(seed=seed, real=real)
+    probs = offline_probs(ckpt, real)
+    best = probs.max(1).values
+    lock = threading.Lock()
+    done = [0]
+    rss = {}
+    lat = []
+    statuses = {}
+    failures = []
+    quarter = requests // 4
+
+    def client(c):
+        rng = np.random.default_rng([seed, c])
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        mine = requests // clients + (1 if c < requests % clients else 0)
+        my_lat = []
+        try:
+            for _ in range(mine):
+                if rng.random() < broken_share:
+                    kind, body, i = *broken(rng), None
+                else:
+                    i = int(rng.integers(0, len(real)))
+                    kind, body = "real", real[i]
+                t0 = time.perf_counter()
+                try:
+                    conn.request("POST", "/predict", body=body)
+                    resp = conn.getresponse()
+                    raw = resp.read()
+                    status = resp.status
+                    if resp.will_close:
+                        conn.close()
+                except (OSError, http.client.HTTPException) as e:
+                    conn.close()
+                    status, raw = 0, repr(e).encode()
+                my_lat.append(time.perf_counter() - t0)
+                wrong = None
+                try:
+                    payload = json.loads(raw)
+                except ValueError:
+                    payload, wrong = None, "not JSON"
+                if wrong is None:
+                    if kind == "real":
+                        if status != 200:
+                            wrong = "real JPEG not answered 200"
+                        elif probs[i, payload["top"][0]["class"]] < best[i] - 1e-4:
+                            wrong = "top-1 differs from the offline top-1"
+                    elif not (400 <= status < 500 and isinstance(payload.get("error"), str)
+                              and payload["error"]):
+                        wrong = "broken body not answered 4xx with a reason"
+                with lock:
+                    statuses[status] = statuses.get(status, 0) + 1
+                    done[0] += 1
+                    if done[0] == quarter:
+                        rss["quarter"] = server.vm_rss_kb()
+                    if wrong and len(failures) < 20:
+                        failures.append((kind, status, wrong, raw[:200], body[:16]))
+        finally:
+            conn.close()
+            with lock:
+                lat.extend(my_lat)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    rss["end"] = server.vm_rss_kb()
+    ms = np.array(lat) * 1000.0
+    res = {"requests": len(lat), "clients": clients, "wall_s": wall,
+           "per_s": len(lat) / wall, "p50_ms": float(np.percentile(ms, 50)),
+           "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()),
+           "rss_quarter_kb": rss.get("quarter"), "rss_end_kb": rss["end"],
+           "statuses": dict(sorted(statuses.items())), "failures": failures}
+    log(f"soak: {res['requests']} requests from {clients} clients in {wall:.1f} s "
+        f"({res['per_s']:.0f}/s); latency p50 {res['p50_ms']:.2f} ms, p99 "
+        f"{res['p99_ms']:.2f} ms, max {res['max_ms']:.1f} ms; server VmRSS "
+        f"{rss.get('quarter', 0) / 1024:.1f} MB after the first quarter, "
+        f"{rss['end'] / 1024:.1f} MB at the end; statuses {res['statuses']}")
+    return res
