@@ -26,6 +26,7 @@ import numpy as np
 from . import _jpegfreq
 from .channels import ChannelSet
 from .errors import JpegError
+from .photometric import Photometric, adjust_planes, adjust_rgb, coefficient_plan
 from .geometry import (Geometry, block_dct, displayed_size, eval_geometry, orient_plane,
                        resample_plane)
 from .reader import _limit, account_share, source_name, stored_rows, translate
@@ -100,7 +101,8 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
          geometry: Optional[Geometry] = None, stats=None, dtype="float32",
          strict: bool = False, max_pixels: Optional[int] = None,
          band_cutoff: bool = False, warnings_out: Optional[list] = None,
-         out: Optional[np.ndarray] = None, info: Optional[dict] = None) -> np.ndarray:
+         out: Optional[np.ndarray] = None, info: Optional[dict] = None,
+         photometric: Optional[Photometric] = None) -> np.ndarray:
     """One image to the network's input.
 
     src: path, bytes-like JPEG or jpegfreq.source.Source (``spatial``/``rgb`` also take any
@@ -129,6 +131,11 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
         MCU rows the cube reads that were really decoded (1.0 for an intact file) and
         this call's warnings.  A file with none of them decoded raises JpegError
         ("truncated before any image data ...") on every path.
+    photometric: a jpegfreq.Photometric (brightness, contrast, saturation, hue,
+        grayscale) applied to the output image before ``stats``: on jpeg-coeffs folded
+        into the operator's scale/offset (contrast with Y0 and hue add a small pass);
+        spatial: the same ops on the resampled pixel planes; rgb: the same ops in RGB,
+        then one clamp to [0, 1].  See docs/augment.md.
     Returns float32/float16 numpy (C, out_h/8, out_w/8); rgb: (3, out_h, out_w).
     Cost (ImageNet median, one core): about 1.1x libjpeg-turbo's entropy decode of the
     whole file for jpeg-coeffs 24S eval; each scan is decoded only down to the last row
@@ -141,25 +148,32 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
         geometry = _eval_geometry(int(size) if size is not None else
                                   224 if source == "rgb" else 448)
     dt = _np_dtype(dtype)
+    photometric = _as_photometric(photometric)
     report = dict(strict=strict, warnings_out=warnings_out, info=info)
     if source == "rgb":
         if out is not None:
             _check_out(out, (3, geometry.out_h, geometry.out_w), dt)
-        return _finish(rgb_image(src, geometry, stats, max_pixels, **report), dt, out)
+        return _finish(rgb_image(src, geometry, stats, max_pixels, photometric=photometric,
+                                 **report), dt, out)
     cs = _as_channels(channels)
     if out is not None:
         _check_out(out, (cs.count, geometry.out_h // 8, geometry.out_w // 8), dt)
     if source == "spatial":
-        return _finish(spatial_cube(src, cs, geometry, stats, max_pixels, **report), dt, out)
+        return _finish(spatial_cube(src, cs, geometry, stats, max_pixels,
+                                    photometric=photometric, **report), dt, out)
     scale, offset = _scale_offset(stats, cs, source, geometry)
+    plan = coefficient_plan(photometric, cs, scale, offset)   # identity: cs, scale, offset
+    req = plan.request
     if isinstance(src, Source):
         name, arg = src.name, src.data
     else:
         name, arg = source_name(src), os.fspath(src) if isinstance(src, os.PathLike) else src
-    direct = out if out is not None and dt == np.float32 and out.flags.c_contiguous else None
+    direct = (out if out is not None and dt == np.float32 and out.flags.c_contiguous
+              and req is cs else None)
     try:
         res, warns, extent = _jpegfreq.cube(
-            arg, cs.component_of, cs.k, geometry.out_h, geometry.out_w, scale, offset,
+            arg, req.component_of, req.k, geometry.out_h, geometry.out_w, plan.scale,
+            plan.offset,
             geometry.box, geometry.resize, geometry.flip, -1 if geometry.exif else 0,
             _limit(max_pixels), bool(strict), bool(band_cutoff), out=direct, extent=True)
     except _jpegfreq.Error as e:
@@ -167,9 +181,20 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
             raise translate(name, e) from None
         _notice(e.args[1], f"{name}: {e.args[1]}; such files take the spatial "
                            "path (decode, resize, DCT). Shown once per process.")
-        return _finish(spatial_cube(src, cs, geometry, stats, max_pixels, **report), dt, out)
+        return _finish(spatial_cube(src, cs, geometry, stats, max_pixels,
+                                    photometric=photometric, **report), dt, out)
     _report(name, warns, extent, None, **report)
-    return _finish(res, dt, out)
+    return _finish(plan.finish(res), dt, out)
+
+
+def _as_photometric(p) -> Optional[Photometric]:
+    """A ``photometric=`` argument: None or a Photometric (None when it changes nothing)."""
+    if p is None:
+        return None
+    if not isinstance(p, Photometric):
+        raise TypeError(f"photometric must be a jpegfreq.Photometric or None, "
+                        f"not {type(p).__name__}")
+    return None if p.identity else p
 
 
 def _report(name, warns, extent, rows, strict=False, warnings_out=None, info=None):
@@ -285,13 +310,16 @@ def _pillow_planes(s: Source, ycbcr: bool):
 
 def spatial_cube(src, channels, geometry: Optional[Geometry] = None, stats=None,
                  max_pixels=None, strict: bool = False, warnings_out: Optional[list] = None,
-                 info: Optional[dict] = None) -> np.ndarray:
+                 info: Optional[dict] = None,
+                 photometric: Optional[Photometric] = None) -> np.ndarray:
     """The paper's flow: decode, crop/resize/flip, YCbCr, 8x8 block DCT, select, normalize.
 
     Same arguments and result as cube(..., source="spatial"); the decoded share counts
-    the MCU rows of the crop box.
+    the MCU rows of the crop box.  photometric: applied to the resampled YCbCr pixel
+    planes (jpegfreq.photometric.adjust_planes), the reference of the coefficient ops.
     """
     cs = _as_channels(channels)
+    photometric = _as_photometric(photometric)
     geometry = geometry or eval_geometry(448)
     damage = {}
     planes, factors, (w, h) = decode_planes(src, max_pixels, geometry.exif, damage)
@@ -300,6 +328,11 @@ def spatial_cube(src, channels, geometry: Optional[Geometry] = None, stats=None,
     oh, ow = geometry.out_h, geometry.out_w
     out = np.empty((cs.count, oh // 8, ow // 8), np.float32)
     comp_of, ks = np.asarray(cs.component_of), np.asarray(cs.k)
+    pixels = {}
+    if photometric is not None:    # the ops mix components: resample every plane first
+        resampled = [resample_plane(planes[c] - 128.0, h, w, *factors[c], box, oh, ow,
+                                    geometry.flip) for c in range(len(planes))]
+        pixels = dict(enumerate(adjust_planes(photometric, resampled)))
     for c in range(3):
         idx = np.nonzero(comp_of == c)[0]
         if len(idx) == 0:
@@ -308,7 +341,9 @@ def spatial_cube(src, channels, geometry: Optional[Geometry] = None, stats=None,
             out[idx] = 0.0          # grayscale: neutral chroma
             continue
         fv, fh = factors[c]
-        pix = resample_plane(planes[c] - 128.0, h, w, fv, fh, box, oh, ow, geometry.flip)
+        pix = pixels.get(c)
+        if pix is None:
+            pix = resample_plane(planes[c] - 128.0, h, w, fv, fh, box, oh, ow, geometry.flip)
         us = sorted({int(k) >> 3 for k in ks[idx]})
         vs = sorted({int(k) & 7 for k in ks[idx]})
         coefs = block_dct(pix, us, vs)
@@ -343,7 +378,8 @@ def _jpeg_damage(s: Source, max_pixels, damage: dict):
 
 def rgb_image(src, geometry: Optional[Geometry] = None, stats=None, max_pixels=None,
               strict: bool = False, warnings_out: Optional[list] = None,
-              info: Optional[dict] = None) -> np.ndarray:
+              info: Optional[dict] = None,
+              photometric: Optional[Photometric] = None) -> np.ndarray:
     """RGB input: (3, out_h, out_w) float32 in [0, 1] (or normalized by stats).
 
     The one RGB decode + resize of the project (classification baseline and detection).
@@ -355,6 +391,8 @@ def rgb_image(src, geometry: Optional[Geometry] = None, stats=None, max_pixels=N
     say where data ran out: a JPEG that does not end with its EOI marker (a cut file),
     or any JPEG with strict=True, is also entropy-decoded by the C reader (about the
     cost of the decode again, damaged files only) for its warnings and decoded share.
+    photometric: the cube paths' ops done in RGB (jpegfreq.photometric.adjust_rgb) after
+    the resize, then one clamp to [0, 1].
     """
     import io
     from PIL import Image
@@ -388,6 +426,9 @@ def rgb_image(src, geometry: Optional[Geometry] = None, stats=None, max_pixels=N
         out[i] = resample_plane(np.ascontiguousarray(rgb[..., i], np.float32), h, w, 1, 1, box,
                                 geometry.out_h, geometry.out_w, geometry.flip)
     out *= 1.0 / 255.0
+    photometric = _as_photometric(photometric)
+    if photometric is not None:
+        out = adjust_rgb(photometric, out)
     np.clip(out, 0.0, 1.0, out=out)  # float32 rounding of 255 * (1/255) can give 1.0000001
     if stats is not None:
         scale, offset = stats.scale_offset(None, source="rgb", geometry=geometry)

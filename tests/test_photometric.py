@@ -302,3 +302,181 @@ def test_sample_is_deterministic_and_draws_only_what_is_asked():
 def test_bad_sampling_ranges_are_refused(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         Photometric.sample(np.random.default_rng(0), **kwargs)
+
+
+# -- through cube(): the three sources ---------------------------------------------
+
+SIZES = [(400, 304), (336, 448), (496, 368)]
+BOUND = (0.01, 0.02, 0.02)  # kept Y < 1%, kept chroma < 2% (pooled relative RMS)
+COMPARED = ["brightness", "darker", "contrast", "contrast-up", "saturation", "desaturate",
+            "hue", "hue-wide", "all"]
+
+
+def _pooled(pairs, cs):
+    comp = np.asarray(cs.component_of)
+    num, den = np.zeros(3), np.zeros(3)
+    for got, ref in pairs:
+        for c in range(3):
+            d = (got[comp == c] - ref[comp == c]).astype(np.float64)
+            num[c] += np.sum(d * d)
+            den[c] += np.sum(ref[comp == c].astype(np.float64) ** 2)
+    return np.sqrt(num / den)
+
+
+def _geometries(data, kind, rng):
+    if kind == "eval":
+        return [eval_geometry(448)]
+    h = jpegfreq.read_header(data)
+    return [sample_train(h.width, h.height, 448, rng) for _ in range(2)]
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return {case: [make_jpeg(case, w, h, seed=s) for s, (w, h) in enumerate(SIZES)]
+            for case in ("baseline-420", "baseline-444")}
+
+
+@pytest.mark.parametrize("kind", ["eval", "train"])
+@pytest.mark.parametrize("op", COMPARED)
+def test_jpeg_coeffs_agrees_with_spatial(photos, op, kind):
+    cs, p, rng = ChannelSet.parse("24S"), OPS[op], np.random.default_rng(11)
+    pairs = []
+    for data in photos["baseline-420"] + photos["baseline-444"]:
+        for g in _geometries(data, kind, rng):
+            pairs.append((jpegfreq.cube(data, cs, geometry=g, photometric=p),
+                          jpegfreq.cube(data, cs, geometry=g, source="spatial", photometric=p)))
+    rel = _pooled(pairs, cs)
+    assert np.all(rel < BOUND), f"{op} {kind}: pooled relative RMS Y/Cb/Cr {rel}"
+    plain = jpegfreq.cube(photos["baseline-420"][0], cs, geometry=g)
+    assert np.abs(pairs[-1][0] - plain).max() > 1.0 or op == "none"
+
+
+def test_grayscale_op_agrees_with_spatial(photos):
+    cs, p = ChannelSet.parse("24S"), OPS["all-gray"]
+    pairs = [(jpegfreq.cube(d, cs, photometric=p),
+              jpegfreq.cube(d, cs, source="spatial", photometric=p))
+             for d in photos["baseline-420"]]
+    assert _pooled(pairs, cs)[0] < BOUND[0]
+    assert all(np.all(a[16:] == 0) and np.abs(s[16:]).max() < 1e-3 for a, s in pairs)
+
+
+def _mid_range_jpeg(seed, w, h):
+    """A photo squeezed into pixel values 30..220, so mild ops rarely clamp."""
+    import io
+    from PIL import Image
+    from jpeg_factory import photo
+    arr = np.asarray(photo(w, h, seed), np.float32)
+    buf = io.BytesIO()
+    Image.fromarray(np.uint8(np.rint(30 + arr * (190 / 255)))).save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+def _decoded_rgb(data, g):
+    """The decoded image at geometry g as float RGB in [0, 1]: the spatial path's YCbCr
+    planes (block IDCT of its full-spectrum cube), converted without rounding."""
+    full = jpegfreq.cube(data, "192", geometry=g, source="spatial")
+    ycc = np.stack(_idct_planes(full)).astype(np.float64)
+    ycc[0] += LEVEL
+    inv = np.linalg.inv(jpegfreq.pipeline._RGB2YCC.astype(np.float64))
+    return (np.einsum("ij,jhw->ihw", inv, ycc) / 255.0).astype(np.float32)
+
+
+def _torchvision(rgb, p):
+    t = torch.from_numpy(rgb)
+    t = TF.adjust_brightness(t, p.brightness)
+    t = TF.adjust_contrast(t, p.contrast)
+    t = TF.adjust_saturation(t, p.saturation)
+    if p.grayscale:
+        t = TF.rgb_to_grayscale(t, 3)
+    return t.numpy()
+
+
+def _rgb_cube(rgb, cs):
+    ycc = np.einsum("ij,jhw->ihw", jpegfreq.pipeline._RGB2YCC, rgb * 255.0)
+    ycc[0] -= 128.0
+    out = np.empty((cs.count, rgb.shape[1] // 8, rgb.shape[2] // 8), np.float32)
+    for i, (c, k) in enumerate(zip(cs.component_of, cs.k)):
+        out[i] = block_dct(np.ascontiguousarray(ycc[c], np.float32), [int(k) >> 3],
+                           [int(k) & 7])[0, 0]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["eval", "train"])
+@pytest.mark.parametrize("p", [Photometric(brightness=1.12), Photometric(brightness=0.7),
+                               Photometric(contrast=0.6), Photometric(contrast=1.3),
+                               Photometric(saturation=1.5), Photometric(saturation=0.4),
+                               Photometric(brightness=0.9, contrast=1.2, saturation=0.7),
+                               Photometric(brightness=1.1, contrast=0.9, grayscale=True)],
+                         ids=str)
+def test_jpeg_coeffs_agrees_with_torchvision(p, kind):
+    """torchvision's adjust_* on the decoded image (float RGB, see _decoded_rgb), then
+    YCbCr and the block DCT; on these files the ops put under 0.2% of the RGB values
+    outside [0, 1], where torchvision clamps."""
+    cs, rng = ChannelSet.parse("24S"), np.random.default_rng(4)
+    pairs, clamped, total = [], 0, 0
+    for s, (w, h) in enumerate(SIZES):
+        data = _mid_range_jpeg(s, w, h)
+        for g in _geometries(data, kind, rng):
+            rgb = _decoded_rgb(data, g)
+            free = adjust_rgb(p, np.clip(rgb, 0, 1))
+            clamped += int(np.sum((free < 0) | (free > 1)))
+            total += free.size
+            pairs.append((jpegfreq.cube(data, cs, geometry=g, photometric=p),
+                          _rgb_cube(_torchvision(rgb, p), cs)))
+    assert clamped / total < 0.002           # the files were made for it: clamping is rare
+    rel = _pooled(pairs, cs)
+    if p.grayscale:
+        assert rel[0] < BOUND[0]
+        assert all(np.all(a[16:] == 0) and np.abs(r[16:]).max() < 0.5 for a, r in pairs)
+    else:
+        assert np.all(rel < BOUND), f"{p} {kind}: pooled relative RMS Y/Cb/Cr {rel}"
+
+
+def test_cube_folds_what_apply_to_cube_does(photo_420):
+    from jpegfreq.stats import Stats
+    rng = np.random.default_rng(0)
+    big = ChannelSet.parse("192")
+    stats = Stats(big, rng.normal(0, 40, 192), rng.uniform(0.5, 80, 192), size=(448, 448))
+    for channels in ("24S", "Y:0,5;Cb:1;Cr:1,9"):
+        cs = ChannelSet.parse(channels)
+        scale, offset = stats.scale_offset(cs)
+        for p in OPS.values():
+            plan = coefficient_plan(p, cs)
+            want = apply_to_cube(p, jpegfreq.cube(photo_420, plan.request), cs, scale, offset)
+            got = jpegfreq.cube(photo_420, cs, stats=stats, photometric=p)
+            assert np.allclose(got, want, rtol=1e-5, atol=1e-4), (channels, p)
+            rows = np.zeros((2, cs.count, 56, 56), np.float32)
+            row = rows[1]
+            assert jpegfreq.cube(photo_420, cs, stats=stats, photometric=p, out=row) is row
+            assert np.array_equal(row, got) and np.all(rows[0] == 0)
+            f16 = jpegfreq.cube(photo_420, cs, stats=stats, photometric=p, dtype="float16")
+            assert np.array_equal(f16, got.astype(np.float16))
+
+
+def test_identity_changes_nothing(photo_420):
+    for source in ("jpeg-coeffs", "spatial", "rgb"):
+        assert np.array_equal(jpegfreq.cube(photo_420, source=source),
+                              jpegfreq.cube(photo_420, source=source, photometric=Photometric()))
+
+
+def test_rgb_source_applies_the_ops_then_clamps(photo_420):
+    p = Photometric(brightness=1.4, contrast=1.2, saturation=1.3, hue=0.1)
+    plain = jpegfreq.cube(photo_420, source="rgb")
+    got = jpegfreq.cube(photo_420, source="rgb", photometric=p)
+    assert np.allclose(got, np.clip(adjust_rgb(p, plain), 0, 1), atol=1e-6)
+    assert got.min() >= 0 and got.max() <= 1 and np.any(got == 1)
+
+
+def test_spatial_fallback_files_get_the_ops(recwarn):
+    data = make_jpeg("cmyk", 320, 240, seed=2)
+    p = Photometric(brightness=0.9, saturation=1.2, hue=-0.1)
+    got = jpegfreq.cube(data, "24S", size=224, photometric=p)
+    assert np.array_equal(got, jpegfreq.cube(data, "24S", size=224, source="spatial",
+                                             photometric=p))
+    assert not np.array_equal(got, jpegfreq.cube(data, "24S", size=224, source="spatial"))
+
+
+def test_photometric_argument_type(photo_420):
+    for source in ("jpeg-coeffs", "spatial", "rgb"):
+        with pytest.raises(TypeError, match="photometric must be a jpegfreq.Photometric"):
+            jpegfreq.cube(photo_420, source=source, photometric={"brightness": 1.2})
