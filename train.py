@@ -500,7 +500,8 @@ def _interval(meter, bar, ctx, args, epoch, steps, total):
         bar.set_postfix(loss=f"{loss:.3f}", acc1=f"{acc1:.1f}")
 
 
-@torch.inference_mode()
+@torch.no_grad()    # not inference_mode: the loader allocates its buffers on first use, and
+# inference tensors could not be written by its threads afterwards
 def evaluate(model, criterion, loader, device, args, ctx, heatmap=None, predictions=None,
              desc="val"):
     """Loss and top-1/top-5 (percent) over ``loader``, pooled over ranks.

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -298,3 +299,141 @@ def test_every_flag_states_its_default():
     args = parser.parse_args([])
     assert args.data is None and args.channels == "24S" and args.weight_decay == 4e-5
     assert args.momentum == 0.9 and args.lr_step == 30 and args.lr is None
+
+
+# ---------------------------------------------------------------------------
+# The input path (JpegLoader) and the loop's behaviour around it
+# ---------------------------------------------------------------------------
+
+def _loader_threads():
+    import threading
+    return [t.name for t in threading.enumerate() if t.name.startswith("jpegfreq-loader")]
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_an_interrupt_in_the_loop_leaves_no_loader_thread(data, tmp_path, monkeypatch, exc):
+    real, calls = train.train_step, []
+
+    def step_then_fail(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise exc("interrupted")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train, "train_step", step_then_fail)
+    with pytest.raises(exc, match="interrupted"):
+        run_inproc(small(data, tmp_path, "--threads", "2", "--batch-size", "2",
+                         "--max-steps", "0"))
+    assert len(calls) == 2              # it stopped inside the loop, loader threads running
+    assert _loader_threads() == []
+
+
+def test_host_syncs_follow_the_print_interval_not_the_steps(data, tmp_path, monkeypatch):
+    """12 steps (2 epochs x 6 batches of 2): with --print-freq 6 the metrics are read twice an
+    epoch (step 6 and the epoch's end) plus once per evaluation pass; with --print-freq 1
+    once a step.  Every read from the device (item, tolist, cpu) is counted."""
+    counts = {"n": 0}
+    for name in ("item", "tolist", "cpu"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real, **kw):
+            counts["n"] += 1
+            return _real(self, *a, **kw)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def run(freq):
+        counts["n"] = 0
+        run_inproc(small(data, tmp_path / f"f{freq}", "--batch-size", "2", "--max-steps", "0",
+                         "--epochs", "2", "--print-freq", str(freq), "--stats",
+                         str(stats_file)))
+        return counts["n"]
+
+    # statistics first, so that both counted runs do the same work apart from the reads
+    run_inproc(small(data, tmp_path / "s", "--epochs", "0"))
+    stats_file = tmp_path / "s" / "stats.json"
+    sparse, dense = run(6), run(1)
+    assert read_log(tmp_path / "f6")[-1]["steps"] == 6
+    assert sparse <= 2 * 2 + 2, sparse      # 2 reads per epoch + 1 per val pass, 2 epochs
+    assert dense >= 12, dense               # the counter does see one read per step
+
+
+def test_a_failed_checkpoint_write_stops_with_one_line(data, tmp_path, monkeypatch):
+    import errno
+    real = train.save_checkpoint
+
+    def full_disk(path, state):
+        if state["epoch"] == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, state)
+
+    monkeypatch.setattr(train, "save_checkpoint", full_disk)
+    with pytest.raises(SystemExit) as e:
+        run_inproc(small(data, tmp_path, "--epochs", "3"))
+    path = os.path.join(str(tmp_path), "checkpoint.pth")
+    # a string code: Python prints it on stderr and exits with status 1
+    assert e.value.code == f"train.py: error: cannot write {path}: No space left on device"
+    assert load_checkpoint(path)["epoch"] == 0          # the previous checkpoint stays
+    assert [r["epoch"] for r in read_log(tmp_path)] == [0, 1]
+    assert _loader_threads() == []
+
+
+@pytest.fixture(scope="module")
+def shards(data, tmp_path_factory):
+    """The tiny set as tar shards: train 12 images in shards of 5, 5, 2; val 8 in 5, 3."""
+    from jpegfreq.shards import write_shards
+    root = tmp_path_factory.mktemp("shards")
+    for split in ("train", "val"):
+        write_shards(os.path.join(data, split), str(root / split), shard_size=5, progress=False)
+    return str(root)
+
+
+def test_trains_and_evaluates_from_shards(data, shards, tmp_path, capsys):
+    train_pat = os.path.join(shards, "train-{000000..000002}.tar")
+    val_pat = os.path.join(shards, "val-{000000..000001}.tar")
+    flags = small(data, tmp_path, "--predictions", str(tmp_path / "p.csv"))
+    flags = flags[2:] + ["--shards", train_pat, "--val-shards", val_pat]   # no --data
+    result = run_inproc(flags)
+    assert "train: 12 images, val: 8 images, 4 classes" in capsys.readouterr().out
+    assert result["val"]["images"] == 8 and read_log(tmp_path)[0]["images"] == 8
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pth")
+    assert ckpt["classes"] == sorted(os.listdir(os.path.join(data, "train")))
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = [(int(i), int(c)) for i, c in csv.reader(f)]
+    assert [i for i, _ in rows] == list(range(8)) and all(0 <= c < 4 for _, c in rows)
+    # the checkpoint's own evaluation from the val shards: the same predictions
+    run_inproc(["--val-shards", val_pat, "--evaluate", str(tmp_path / "checkpoint.pth"),
+                "--threads", "1", "--no-progress", "--predictions", str(tmp_path / "e.csv")])
+    assert (tmp_path / "e.csv").read_text() == (tmp_path / "p.csv").read_text()
+    with pytest.raises(SystemExit, match="--shards needs --val-shards"):
+        run_inproc(flags[:-2])
+
+
+def test_int8_cubes_train_and_evaluate(data, tmp_path):
+    result = run_inproc(small(data, tmp_path, "--dtype", "int8"))
+    assert result["val"]["images"] == 8 and np.isfinite(result["val"]["loss"])
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pth")
+    assert ckpt["model"]["int8_scale"].shape == (24,)
+    m = run_inproc(["--data", data, "--evaluate", str(tmp_path / "checkpoint.pth"),
+                    "--threads", "1", "--no-progress", "--dtype", "int8"])
+    assert m["images"] == 8
+
+
+def test_ddp_uneven_shards_end_with_identical_weights(data, shards, tmp_path):
+    """Shards of 5, 5 and 2 images over 2 ranks: the ranks get different numbers of batches
+    (DDP join) and after each epoch one optimizer state, so the weights stay identical."""
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    flags = small(data, out, "--max-steps", "0", "--batch-size", "2", "--epochs", "3",
+                  "--debug-dump-weights")[2:]
+    flags += ["--shards", os.path.join(shards, "train-{000000..000002}.tar"),
+              "--val-shards", os.path.join(shards, "val-{000000..000001}.tar")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={_free_port()}", os.path.join(ROOT, "train.py"), *flags]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = ((out / f"rank{i}.sha").read_text().strip() for i in range(2))
+    assert len(a) == 64 and a == b
+    log = read_log(out)
+    # every epoch: shards of 5 + 5 or 5 + 2 on one rank, 2 or 5 on the other -> uneven steps
+    assert [e["epoch"] for e in log] == [0, 1, 2]
+    assert all(e["images"] in (10, 12) for e in log), log
