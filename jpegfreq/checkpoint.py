@@ -45,6 +45,7 @@ Checkpoints written by older versions of jpegfreq pickled such objects (e.g. an
 argparse.Namespace); they cannot be read safely and load_checkpoint says so instead of
 unpickling them.
 """
+import errno
 import os
 import re
 from collections import OrderedDict
@@ -149,19 +150,56 @@ def check_checkpoint(ckpt, name="checkpoint") -> dict:
     if kwargs is not None and not (isinstance(kwargs, dict)
                                    and all(isinstance(k, str) for k in kwargs)):
         raise CheckpointError(f"{name}: model_kwargs must be a dict with str keys")
+    _check_preprocessing(ckpt, name)
     return ckpt
+
+
+def _check_preprocessing(ckpt, name):
+    """The pre-processing fields agree with each other: the channel set parses, the
+    statistics are valid and hold that channel set's channels, for that source, size and
+    geometry are what preprocessing() can build."""
+    source = ckpt["source"]
+    cs = None
+    if ckpt.get("channels") is not None and source != "rgb":
+        try:
+            cs = ChannelSet.parse(ckpt["channels"])
+        except ValueError as e:
+            raise CheckpointError(f"{name}: channels: {e}") from None
+    if ckpt.get("stats"):
+        try:
+            st = Stats.from_dict(ckpt["stats"])
+            st.check(cs, source=source)
+        except ValueError as e:
+            raise CheckpointError(f"{name}: stats: {e}") from None
+    size = ckpt.get("size")
+    if size is not None and (type(size) is not int or size < 1):
+        raise CheckpointError(f"{name}: size must be a positive int, got {size!r}")
+    if ckpt.get("geometry"):
+        try:
+            Geometry.from_dict(ckpt["geometry"])
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise CheckpointError(f"{name}: geometry: {type(e).__name__}: {e}") from None
 
 
 def save_checkpoint(path, state: dict) -> None:
     """Check state (schema + plain data), torch.save it to a temporary file in the same folder,
     then rename (atomic: a reader sees the old or the new file, never half of one).
 
-    Raises ValueError naming the offending key before anything is written.
+    Raises ValueError naming the offending key before anything is written, and OSError
+    naming the file when it cannot be written (a full disk, a file size limit, no
+    permission); the file that was at path is then left as it was.
     """
     import torch
-    check_checkpoint(state, f"checkpoint for {os.fspath(path)}")
+    name = os.fspath(path)
+    check_checkpoint(state, f"checkpoint for {name}")
     check_plain(state)
-    atomic_write(path, lambda f: torch.save(state, f), binary=True)
+    try:
+        atomic_write(path, lambda f: torch.save(state, f), binary=True)
+    except OSError as e:
+        raise OSError(e.errno, f"{name}: cannot write checkpoint: {e.strerror or e}") from None
+    except RuntimeError as e:   # torch's zip writer reports failed writes this way
+        raise OSError(errno.EIO, f"{name}: cannot write checkpoint (the write failed: "
+                                 f"{str(e).strip()[:120]})") from None
 
 
 def read_torch_file(path, map_location="cpu"):

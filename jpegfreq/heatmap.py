@@ -24,17 +24,64 @@ def load_heatmap(src) -> np.ndarray:
     """Open frequency of the 192 channels, float64 (192,) in global order (Y0..Cr63).
 
     src: a path to heat-map JSON or the loaded dict.  Channels missing from the file are NaN.
+    A file or dict that is not a heat map (malformed or truncated JSON, a missing or
+    misshapen "frequency", bad channel names, values outside 0..1) raises ValueError naming
+    the file and what is wrong; a path that cannot be opened raises OSError.
     """
+    return _load(src)[1]
+
+
+def _load(src):
+    """(the heat-map dict, its frequencies) of a path or dict; ValueError naming the file."""
+    name = "heat map"
     if not isinstance(src, dict):
-        with open(src, encoding="utf-8") as f:
-            src = json.load(f)
-    names = src.get("channels") or list(ChannelSet.parse("192").names)
-    freq = src["frequency"]
+        name = os.fspath(src)
+        src = _read_json(name)
+    try:
+        return src, _frequencies(src)
+    except ValueError as e:
+        raise ValueError(f"{name}: not a heat map: {e}") from None
+
+
+def _read_json(name):
+    with open(name, "rb") as f:
+        raw = f.read()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{name}: not a heat map: not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{name}: not a heat map: malformed JSON ({e.msg} at line {e.lineno} "
+                         f"column {e.colno})") from None
+    except RecursionError:
+        raise ValueError(f"{name}: not a heat map: JSON nested too deeply") from None
+
+
+def _frequencies(d) -> np.ndarray:
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a JSON object, not {type(d).__name__}")
+    if "frequency" not in d:
+        raise ValueError("'frequency' is missing")
+    freq = d["frequency"]
+    if not isinstance(freq, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in freq):
+        raise ValueError("'frequency' must be a list of numbers")
+    names = d.get("channels")
+    if names is None:
+        names = list(ChannelSet.parse("192").names)
+    elif not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError("'channels' must be a list of channel names")
     if len(names) != len(freq):
-        raise ValueError(f"heat map has {len(names)} channel names for {len(freq)} values")
+        raise ValueError(f"{len(names)} channel names for {len(freq)} values")
     out = np.full(192, np.nan)
     for n, v in zip(names, freq):
-        out[parse_channel_name(n)] = float(v)
+        g = parse_channel_name(n)
+        if not np.isnan(out[g]):
+            raise ValueError(f"channel {n} appears twice")
+        v = float(v)
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"channel {n}: open frequency {v} is outside 0..1")
+        out[g] = v
     return out
 
 
@@ -71,11 +118,8 @@ def plot_heatmap(src, path, title=None) -> str:
     from matplotlib.figure import Figure
     samples = None
     if isinstance(src, (str, os.PathLike, dict)):
-        if not isinstance(src, dict):
-            with open(src, encoding="utf-8") as f:
-                src = json.load(f)
+        src, freq = _load(src)
         samples = src.get("samples")
-        freq = load_heatmap(src)
     else:
         freq = np.asarray(src, np.float64)
     grid = frequency_grid(freq)

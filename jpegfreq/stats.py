@@ -145,13 +145,32 @@ class Stats:
 
     @classmethod
     def from_dict(cls, d):
-        cs = None if d.get("channels") is None else ChannelSet.parse(d["channels"])
-        mean, std = np.asarray(d["mean"], np.float64), np.asarray(d["std"], np.float64)
+        """Stats from to_dict()'s form; ValueError saying what is wrong for anything else."""
+        if not isinstance(d, dict):
+            raise ValueError(f"statistics must be a JSON object, not {type(d).__name__}")
+        spec = d.get("channels")
+        if spec is not None and not isinstance(spec, str):
+            raise ValueError(f"'channels' must be a channel-set spec string or null, "
+                             f"not {type(spec).__name__}")
+        cs = None if spec is None else ChannelSet.parse(spec)
         n = 3 if cs is None else cs.count
-        if mean.shape != (n,) or std.shape != (n,):
-            raise ValueError(f"statistics file holds {mean.shape[0]} means for {n} channels")
-        return cls(cs, mean, std, d.get("source", "jpeg-coeffs"), tuple(d.get("size", (448, 448))),
-                   int(d.get("count", 0)), d.get("geometry"))
+        mean, std = (_vector(d, key, n) for key in ("mean", "std"))
+        if np.any(std < 0):
+            raise ValueError("'std' holds negative values")
+        source = d.get("source", "jpeg-coeffs")
+        if source not in ("jpeg-coeffs", "spatial", "rgb"):
+            raise ValueError(f"'source' must be jpeg-coeffs, spatial or rgb, not {source!r}")
+        size = d.get("size", (448, 448))
+        if (not isinstance(size, (list, tuple)) or len(size) != 2
+                or not all(_is_int(v) and v > 0 for v in size)):
+            raise ValueError(f"'size' must be two positive integers, not {size!r}")
+        count = d.get("count", 0)
+        if not _is_int(count) or count < 0:
+            raise ValueError(f"'count' must be a non-negative integer, not {count!r}")
+        geometry = d.get("geometry")
+        if geometry is not None and not isinstance(geometry, dict):
+            raise ValueError(f"'geometry' must be an object or null, not {type(geometry).__name__}")
+        return cls(cs, mean, std, source, tuple(int(v) for v in size), int(count), geometry)
 
     def save(self, path):
         """Write the statistics as JSON, atomically (jpegfreq.files.atomic_write)."""
@@ -159,8 +178,47 @@ class Stats:
 
     @classmethod
     def load(cls, path):
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        """Stats from a JSON file written by save().  A file that is not such JSON (malformed,
+        truncated, of the wrong shape or layout) raises ValueError naming it and the reason;
+        a file that cannot be opened raises OSError."""
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            return cls.from_dict(json.loads(raw.decode("utf-8")))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{os.fspath(path)}: not a statistics file: not UTF-8 text "
+                             f"(byte {e.start})") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{os.fspath(path)}: not a statistics file: malformed JSON "
+                             f"({e.msg} at line {e.lineno} column {e.colno})") from None
+        except RecursionError:
+            raise ValueError(f"{os.fspath(path)}: not a statistics file: JSON nested too "
+                             "deeply") from None
+        except ValueError as e:
+            raise ValueError(f"{os.fspath(path)}: not a statistics file: {e}") from None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _vector(d: dict, key: str, n: int) -> np.ndarray:
+    """d[key] as float64 (n,) of finite numbers, else ValueError naming the key."""
+    if key not in d:
+        raise ValueError(f"'{key}' is missing")
+    v = d[key]
+    if (not isinstance(v, list) or
+            not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+        raise ValueError(f"'{key}' must be a list of numbers")
+    if len(v) != n:
+        raise ValueError(f"'{key}' holds {len(v)} values for {n} channels")
+    try:
+        a = np.asarray(v, np.float64)
+    except OverflowError:
+        a = np.array([np.inf])
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"'{key}' holds values that are not finite")
+    return a
 
 
 class StatsAccumulator:

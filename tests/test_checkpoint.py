@@ -149,10 +149,10 @@ def _assert_refused(result, path, marker):
 
 def test_train_script_refuses_code(evil, folder, tmp_path):
     path, marker = evil
-    _assert_refused(_run("train.py", "--data", folder, "--evaluate", path, "--workers", "0",
+    _assert_refused(_run("train.py", "--data", folder, "--evaluate", path, "--threads", "1",
                          "--no-progress"), path, marker)
     _assert_refused(_run("train.py", "--data", folder, "--resume", path, "--arch", "resnet18",
-                         "--size", "64", "--epochs", "1", "--workers", "0", "--no-progress",
+                         "--size", "64", "--epochs", "1", "--threads", "1", "--no-progress",
                          "--output-dir", str(tmp_path / "out")), path, marker)
 
 

@@ -78,7 +78,7 @@ def test_save_load_round_trip(tmp_path, image_dir):
     bad = json.loads(p.read_text())
     bad["mean"] = bad["mean"][:3]
     p.write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match="3 means for 6 channels"):
+    with pytest.raises(ValueError, match="'mean' holds 3 values for 6 channels"):
         Stats.load(p)
 
 
