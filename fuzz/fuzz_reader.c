@@ -183,6 +183,17 @@ static void fuzzed_request(const uint8_t *t, const jf_header *h, jf_cube_request
 
 /* Run one request through jf_cube into a fresh NaN-filled buffer of exactly
  * the size it asks for, and check what comes back. */
+/* Where the data ran out, as a successful read reports it: rows within the image,
+ * the rows read within the image, a scan only when rows were cut. */
+static void check_extent(const jf_status *st, size_t size)
+{
+    if (st->cut_scan < 0 || st->cut_row < 0 || st->cut_row > st->total_rows ||
+        st->read_lo < 0 || st->read_lo > st->read_hi || st->read_hi > st->total_rows ||
+        (st->cut_scan == 0 && st->cut_row != 0) || st->data_len != (long long)size ||
+        st->scan_byte < 0 || st->scan_byte > st->data_len)
+        abort(); /* an extent that does not describe this input */
+}
+
 static void run_cube(const uint8_t *data, size_t size, const jf_cube_request *r, int route)
 {
     jf_status st;
@@ -205,6 +216,7 @@ static void run_cube(const uint8_t *data, size_t size, const jf_cube_request *r,
     if (rc == 0) {
         if (route != 0)
             abort(); /* the compressed path ran on a file routed to the spatial one */
+        check_extent(&st, size);
         for (i = 0; i < n; i++)
             if (!isfinite(out[i]))
                 abort(); /* an element left unwritten, or a non-finite value */
@@ -308,8 +320,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cut = jf_progressive_cutoff(data, size, &h, need);
     if (cut > size)
         abort(); /* the cut-off must lie inside the input */
-    if (jf_read_all(d, &st) == 0)
+    if (jf_read_all(d, &st) == 0) {
         read_everything(d);
+        check_extent(&st, size);
+    }
     jf_close(d);
     free(d);
 
