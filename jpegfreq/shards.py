@@ -12,8 +12,9 @@ and a sample's crop and flip (the per-(seed, epoch, index) generator) is the sam
 shards as from the folder.  PREFIX-classes.json beside the shards holds the class names and
 each shard's sample count (the loader's len()).
 
-Reading: every shard is read sequentially as a tar stream (the standard library's tarfile in
-stream mode): a local file, or "pipe:COMMAND", whose standard output is the tar stream (so
+Reading: every shard is read once, front to back, by the standard library's tarfile: a local
+file header by header (TarFile.next), each member's data in one read at its offset
+(TarInfo.offset_data), or "pipe:COMMAND", whose standard output is read as a tar stream (so
 object stores work through their own command-line tools).  Training shuffles the shard order
 per epoch and the samples through a bounded in-memory buffer; shards are split across ranks
 (shard i goes to rank i % world_size of the epoch's order), so evaluation is exact when every
@@ -32,6 +33,8 @@ import tarfile
 import tempfile
 import zlib
 from typing import List, Optional, Tuple
+
+import numpy as np
 
 from .files import atomic_write
 from .stats import IMAGE_EXTENSIONS
@@ -106,6 +109,47 @@ def _open_stream(url: str):
     return open(url, "rb"), None
 
 
+_BLOCK = tarfile.BLOCKSIZE
+
+
+def _members(url: str, f, seekable: bool):
+    """(member name, size, data or None when over the size limit) of every regular member,
+    in archive order, parsed by the standard library's tarfile.  A local file is read by
+    the headers' offsets: each header through TarFile.next(), each member's data with one
+    read at TarInfo.offset_data (no file object per member); a pipe is read as a stream
+    (TarFile.extractfile).  Raises tarfile.ReadError when the archive breaks off."""
+    with tarfile.open(fileobj=f, mode="r:" if seekable else "r|*") as tf:
+        end = 0
+        while True:
+            m = tf.next()
+            if m is None:
+                break
+            end = m.offset_data + -(-m.size // _BLOCK) * _BLOCK
+            if not m.isfile():
+                continue
+            if m.size > MAX_MEMBER_BYTES:
+                yield m.name, m.size, None
+                continue
+            if seekable:
+                f.seek(m.offset_data)
+                data = f.read(m.size)
+                if len(data) != m.size:
+                    raise tarfile.ReadError(f"member {m.name} is cut short "
+                                            f"({len(data)} of {m.size} bytes)")
+                f.seek(end)          # where TarFile.next() reads the next header
+            else:
+                data = tf.extractfile(m).read()
+            yield m.name, m.size, data
+        if seekable:
+            # tarfile ends quietly at a cut or damaged header; a whole archive ends with a
+            # block of zeros there
+            f.seek(end)
+            block = f.read(_BLOCK)
+            if len(block) != _BLOCK or block.count(0) != _BLOCK:
+                raise tarfile.ReadError("no end-of-archive marker after the last member "
+                                        "(the shard is cut short or damaged)")
+
+
 def read_shard(url: str, skipped: list, num_classes: Optional[int] = None):
     """(key, image bytes, label) of one shard, in member order; unusable samples (labels
     from num_classes on included) and a stream that breaks off are appended to ``skipped``
@@ -142,29 +186,26 @@ def read_shard(url: str, skipped: list, num_classes: Optional[int] = None):
             return key, image, label
 
         try:
-            with tarfile.open(fileobj=f, mode="r|*") as tf:
-                for m in tf:
-                    if not m.isfile():
-                        continue
-                    base = m.name.rsplit("/", 1)[-1]
-                    stem, dot, suffix = base.partition(".")
-                    k = m.name[:len(m.name) - len(base)] + stem
-                    if k != key:
-                        s = finish()
-                        if s is not None:
-                            yield s
-                        key, parts = k, {}
-                    if m.size > MAX_MEMBER_BYTES:
-                        skipped.append((f"{url}:{m.name}", f"member of {m.size} bytes exceeds "
-                                                           f"the limit of {MAX_MEMBER_BYTES}"))
-                        parts[suffix.lower()] = None   # the sample is skipped
-                        continue
-                    parts[suffix.lower()] = tf.extractfile(m).read()
-            s = finish()
-            if s is not None:
-                yield s
+            for mname, size, data in _members(url, f, proc is None):
+                base = mname.rsplit("/", 1)[-1]
+                stem, _, suffix = base.partition(".")
+                k = mname[:len(mname) - len(base)] + stem
+                if k != key:
+                    s = finish()
+                    if s is not None:
+                        yield s
+                    key, parts = k, {}
+                if data is None:
+                    skipped.append((f"{url}:{mname}", f"member of {size} bytes exceeds "
+                                                      f"the limit of {MAX_MEMBER_BYTES}"))
+                parts[suffix.lower()] = data      # None: the sample is skipped
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
             broken = f"unreadable tar stream after {count} samples: {type(e).__name__}: {e}"
+            if "cls" not in parts or not any(x in parts for x in _IMAGE_SUFFIXES):
+                key = None    # a sample the break cut in two: the break is its record
+        s = finish()          # the last sample (whole, when the archive broke off after it)
+        if s is not None:
+            yield s
         ended = True
     finally:
         if proc is not None and ended:
@@ -263,16 +304,20 @@ class ShardData:
             yield from stream
             return
         rng = epoch_rng(seed, epoch, 2 ** 64 - 3)
-        buf = []
+        buf, size = [], self.shuffle_buffer
+        draws, d = (), 0     # uniform draws, made 1024 at a time (one numpy call each)
         for s in stream:
-            if len(buf) < self.shuffle_buffer:
+            if len(buf) < size:
                 buf.append(s)
                 continue
-            j = int(rng.integers(len(buf)))
+            if d == len(draws):
+                draws, d = (rng.random(1024) * size).astype(np.int64).tolist(), 0
+            j = draws[d]
+            d += 1
             buf[j], s = s, buf[j]
             yield s
-        for j in rng.permutation(len(buf)):
-            yield buf[int(j)]
+        for j in rng.permutation(len(buf)).tolist():
+            yield buf[j]
 
     def close(self):
         pass
