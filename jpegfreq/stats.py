@@ -157,6 +157,12 @@ class Stats:
         mean, std = (_vector(d, key, n) for key in ("mean", "std"))
         if np.any(std < 0):
             raise ValueError("'std' holds negative values")
+        with np.errstate(over="ignore", invalid="ignore"):
+            scale = 1.0 / np.where(std > 1e-6, std, 1.0)
+            folded = np.concatenate([scale, mean * scale]).astype(np.float32)
+        if not np.all(np.isfinite(folded)):
+            raise ValueError("'mean' / 'std' overflow float32 when folded into the operator "
+                             "((x - mean) / std)")
         source = d.get("source", "jpeg-coeffs")
         if source not in ("jpeg-coeffs", "spatial", "rgb"):
             raise ValueError(f"'source' must be jpeg-coeffs, spatial or rgb, not {source!r}")
@@ -218,6 +224,8 @@ def _vector(d: dict, key: str, n: int) -> np.ndarray:
         a = np.array([np.inf])
     if not np.all(np.isfinite(a)):
         raise ValueError(f"'{key}' holds values that are not finite")
+    if np.any(np.abs(a) > np.finfo(np.float32).max):
+        raise ValueError(f"'{key}' holds values beyond the float32 range")
     return a
 
 
