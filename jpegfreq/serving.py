@@ -79,9 +79,11 @@ class ItemReport:
     error: the JpegError that refused it, or None when its row holds the image.
     warnings: libjpeg's warnings for the item, in the order it gave them (empty for
         a clean file and for a refused one).
-    share: the fraction of the image data that was decoded, in [0, 1], when the
-        reader reports it; None when it does not (then ``truncated`` falls back on
-        the warnings).
+    share: the share of the image data the item needs that was really decoded, in
+        [0, 1]: the reader's ``info["decoded"]`` (see jpegfreq.cube and
+        jpegfreq.reader.decoded_share: the MCU rows the crop reads, each scan that
+        began counted).  1.0 for an intact file; None when not reported (then
+        ``truncated`` falls back on the warnings).
     """
 
     index: int
@@ -96,8 +98,9 @@ class ItemReport:
 
     @property
     def truncated(self) -> bool:
-        """The file was decoded but its image data ended early: share < 1 when the
-        share is known, else libjpeg warned that the data ended before the EOI marker."""
+        """The file was decoded but the image data it needs ended early: share < 1
+        when the share is known (a file that lacks only its EOI marker has share 1),
+        else libjpeg warned that the data ended before the EOI marker."""
         if self.error is not None:
             return False
         if self.share is not None:
@@ -255,13 +258,14 @@ class Decoder:
     # -- one image ----------------------------------------------------------
 
     def decode_numpy(self, data, warnings_out: Optional[list] = None,
-                     out: Optional[np.ndarray] = None) -> np.ndarray:
+                     out: Optional[np.ndarray] = None, info: Optional[dict] = None) -> np.ndarray:
         """decode() as a numpy array (no torch tensor wrapping); ``out``: an array of
-        ``self.shape`` and this dtype to write into (see jpegfreq.cube)."""
+        ``self.shape`` and this dtype to write into; ``info``: a dict receiving
+        {"decoded": share, "warnings": [...]} (see jpegfreq.cube)."""
         return cube(data, self.channels if self.channels is not None else "24S",
                     self.geometry.out_h,
                     self.source, self.geometry, self.stats, self.dtype, self.strict,
-                    self.max_pixels, warnings_out=warnings_out, out=out)
+                    self.max_pixels, warnings_out=warnings_out, out=out, info=info)
 
     def decode(self, data, warnings_out: Optional[list] = None):
         """One image -> torch tensor ``self.shape`` = (C, H/8, W/8) (rgb: (3, H, W)).
@@ -323,19 +327,20 @@ class Decoder:
                 i = next(counter)
                 if i >= n:
                     return
-                w = []
+                info = {}
                 try:
                     # straight into the batch (jpeg-coeffs float32: the C operator writes it)
-                    self.decode_numpy(items[i], w, out=target[i])
+                    self.decode_numpy(items[i], out=target[i], info=info)
                 except JpegError as e:
                     target[i] = 0
-                    reports[i] = ItemReport(i, e, tuple(w))
+                    reports[i] = ItemReport(i, e)
                 except Exception as e:
                     if hasattr(e, "add_note"):  # Python 3.11+
                         e.add_note(f"while decoding batch item {i} ({source_name(items[i])})")
                     raise
                 else:
-                    reports[i] = ItemReport(i, None, tuple(w))
+                    reports[i] = ItemReport(i, None, tuple(info.get("warnings", ())),
+                                            info.get("decoded"))
 
         workers = min(self.threads, n)
         counter = itertools.count()

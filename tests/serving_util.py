@@ -139,27 +139,37 @@ class ServerProcess:
 # The soak: many clients, real and broken JPEGs, checked against the offline answer
 # ---------------------------------------------------------------------------
 
-def soak_bodies(n_real=32, seed=0, real=None):
-    """(real JPEGs, a function rng -> (kind, one broken body)); ``real`` defaults to
-    ``n_real`` generated JPEGs of every factory kind."""
+def soak_bodies(ckpt, n_real=32, n_broken=600, seed=0, real=None):
+    """(real JPEGs, broken bodies [(kind, bytes)], candidates dropped).
+
+    ``real`` defaults to ``n_real`` generated JPEGs of every factory kind.  Broken
+    candidates: a real one cut at a random point in its first 80%, random bytes (half
+    of them after a JPEG start), or nothing.  Only those the checkpoint's Decoder
+    refuses or reports truncated in this process are kept (a cut between two scans of
+    a progressive file, or below the rows the crop reads, decodes whole and is
+    dropped): each kept one must be answered 4xx."""
     import numpy as np
     from jpeg_factory import CASES
     if real is None:
         real = [make_jpeg(CASES[i % len(CASES)], seed=seed + i) for i in range(n_real)]
-
-    def broken(rng):
+    rng = np.random.default_rng([seed, 12345])
+    out, dropped = [], 0
+    while len(out) < n_broken:
         kind = ("cut", "garbage", "empty")[int(rng.integers(0, 3))]
         if kind == "empty":
-            return kind, b""
-        if kind == "garbage":
+            body = b""
+        elif kind == "garbage":
             body = rng.integers(0, 256, int(rng.integers(1, 4096)), dtype=np.uint8).tobytes()
             if rng.random() < 0.5:  # past the first check: a JPEG start, then noise
                 body = b"\xff\xd8\xff" + body
-            return kind, body
-        data = real[int(rng.integers(0, len(real)))]
-        return kind, data[:int(rng.integers(1, int(0.8 * len(data))))]
-
-    return real, broken
+        else:
+            data = real[int(rng.integers(0, len(real)))]
+            body = data[:int(rng.integers(1, int(0.8 * len(data))))]
+        if refused_offline(ckpt, body):
+            out.append((kind, body))
+        else:
+            dropped += 1
+    return real, out, dropped
 
 
 def offline_probs(ckpt, bodies):
@@ -175,11 +185,21 @@ def offline_probs(ckpt, bodies):
         return torch.softmax(model(x), 1)
 
 
+_refusers = {}
+
+
 def refused_offline(ckpt, body) -> bool:
-    """The Decoder refuses the body or reports it truncated (what the server answers 4xx)."""
+    """The checkpoint's Decoder refuses the body or reports it truncated (what the
+    server answers 4xx by default)."""
+    import warnings
     from jpegfreq.serving import Decoder
-    _, (report,) = Decoder.from_checkpoint(ckpt, threads=1).decode_batch([body],
-                                                                         errors="report")
+    held, dec = _refusers.get(id(ckpt), (None, None))
+    if held is not ckpt:
+        dec = Decoder.from_checkpoint(ckpt, threads=1)
+        _refusers[id(ckpt)] = (ckpt, dec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, (report,) = dec.decode_batch([body], errors="report")
     return not report.ok or report.truncated
 
 
@@ -193,7 +213,7 @@ def soak(server, ckpt, requests=10_000, clients=8, broken_share=0.5, seed=0, log
     statuses, wall time, failures (the first 20 wrong answers)."""
     import numpy as np
     import time
-    real, broken = soak_bodies(seed=seed, real=real)
+    real, broken, dropped = soak_bodies(ckpt, seed=seed, real=real)
     probs = offline_probs(ckpt, real)
     best = probs.max(1).values
     lock = threading.Lock()
@@ -212,7 +232,8 @@ def soak(server, ckpt, requests=10_000, clients=8, broken_share=0.5, seed=0, log
         try:
             for _ in range(mine):
                 if rng.random() < broken_share:
-                    kind, body, i = *broken(rng), None
+                    kind, body = broken[int(rng.integers(0, len(broken)))]
+                    i = None
                 else:
                     i = int(rng.integers(0, len(real)))
                     kind, body = "real", real[i]
@@ -267,7 +288,11 @@ def soak(server, ckpt, requests=10_000, clients=8, broken_share=0.5, seed=0, log
            "per_s": len(lat) / wall, "p50_ms": float(np.percentile(ms, 50)),
            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()),
            "rss_quarter_kb": rss.get("quarter"), "rss_end_kb": rss["end"],
-           "statuses": dict(sorted(statuses.items())), "failures": failures}
+           "statuses": dict(sorted(statuses.items())), "failures": failures,
+           "broken_bodies": len(broken), "dropped": dropped,
+           "kinds": {k: sum(1 for kk, _ in broken if kk == k) for k in ("cut", "garbage", "empty")}}
+    log(f"soak bodies: {len(real)} real JPEGs; {len(broken)} broken ones {res['kinds']} "
+        f"({dropped} cut candidates dropped: they decode whole)")
     log(f"soak: {res['requests']} requests from {clients} clients in {wall:.1f} s "
         f"({res['per_s']:.0f}/s); latency p50 {res['p50_ms']:.2f} ms, p99 "
         f"{res['p99_ms']:.2f} ms, max {res['max_ms']:.1f} ms; server VmRSS "

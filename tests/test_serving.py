@@ -162,9 +162,14 @@ def test_decode_batch_report_gives_every_item_its_warnings():
     assert any("Premature end" in w for w in reports[1].warnings) and reports[1].truncated
     assert reports[2].error is not None and "empty" in reports[2].error.reason
     assert not reports[2].truncated and torch.count_nonzero(out[2]) == 0
-    assert reports[3].truncated  # the file ends before its EOI marker
-    for r in reports:
-        assert r.share is None or 0.0 <= r.share <= 1.0
+    # the reader's decoded share: all of an intact file, part of a cut one
+    assert reports[0].share == 1.0 and reports[4].share == 1.0
+    assert 0.0 < reports[1].share < 1.0
+    assert any(w.startswith("truncated: ") for w in reports[1].warnings)
+    # only the EOI marker missing: every row is there, warned about but not truncated
+    assert reports[3].share == 1.0 and not reports[3].truncated
+    assert any("Premature end" in w for w in reports[3].warnings)
+    assert reports[2].share is None
     # the same warnings as warnings_out, and the same rows as decode()
     assert warns == [(r.index, w) for r in reports for w in r.warnings]
     for i in (0, 1, 3, 4):
