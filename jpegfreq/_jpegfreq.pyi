@@ -45,6 +45,15 @@ class HeaderDict(TypedDict):
     components: List[ComponentDict]
     spatial_reason: Optional[str]   # None: the compressed path takes the file
 
+#: Where the entropy-coded data ran out (extent=True): (cut_scan, cut_row, total_rows,
+#: read_lo, read_hi, scan_byte, data_len).  cut_scan: the scan (1, 2, ...) in which the
+#: decoder first needed data past the end of the input, 0 when it did not; cut_row: the
+#: MCU rows of that scan decoded before; total_rows: the image's MCU rows; read_lo,
+#: read_hi: the MCU rows the call reads (cube: those of the cube; otherwise all);
+#: scan_byte: where the first scan's data starts; data_len: the input's length.
+#: jpegfreq.reader.decoded_share turns it into the decoded share.
+Extent = Tuple[int, int, int, int, int, int, int]
+
 libjpeg_version: str
 libjpeg_turbo: int
 jpeg_lib_version: int
@@ -58,14 +67,16 @@ ERR_NEEDS_SPATIAL: int
 def read_header(src: Source, max_pixels: int = 0) -> HeaderDict: ...
 def read_coefficients(
     src: Source, strict: bool = False, max_pixels: int = 0,
-    freqs: Optional[List[int]] = None,
+    freqs: Optional[List[int]] = None, extent: bool = False,
 ) -> Tuple[HeaderDict, List[Tuple[NDArray[np.generic], NDArray[np.uint16]]], List[str]]:
     """Per component (int16 (bh, bw, 64) quantized, or float32 (bh, bw, len(freqs))
-    dequantized, with its uint16 (64,) quant table); libjpeg's warnings."""
+    dequantized, with its uint16 (64,) quant table); libjpeg's warnings; with
+    extent=True a fourth element, the Extent."""
 def decode_planes(
-    src: Source, strict: bool = False, max_pixels: int = 0,
+    src: Source, strict: bool = False, max_pixels: int = 0, extent: bool = False,
 ) -> Tuple[HeaderDict, List[NDArray[np.uint8]], List[str]]:
-    """Each component's padded uint8 samples at its own resolution (no upsampling)."""
+    """Each component's padded uint8 samples at its own resolution (no upsampling); with
+    extent=True a fourth element, the Extent."""
 def entropy_decode(src: Source, /) -> None:
     """jpeg_read_coefficients only: the benchmark floor."""
 def cube(
@@ -85,12 +96,14 @@ def cube(
     band_cutoff: bool = False,
     early_stop: bool = True,
     out: Optional[object] = None,
+    extent: bool = False,
 ) -> Tuple[object, List[str]]:
     """The float32 cube (C, out_h/8, out_w/8) and the warnings.  comp/k: int32 per
     channel (component 0..2, natural frequency 0..63); box (x0, y0, x1, y1) in displayed
     pixels, or resize for the eval geometry; orientation 0 = as stored, -1 = EXIF,
     1..8; out: a writable C-contiguous float32 buffer written in place and returned
-    (else a new numpy array).  Raises ValueError on a bad request and Error with
+    (else a new numpy array); extent=True: a third element, the Extent (read_lo..read_hi:
+    the MCU rows the cube reads).  Raises ValueError on a bad request and Error with
     ERR_NEEDS_SPATIAL for files the compressed path cannot take."""
 def axis_matrix(
     image_size: int, comp_size: int, factor: int, box0: float, box1: float,
