@@ -145,18 +145,27 @@ class Photometric:
         Draws happen in the fixed order brightness, contrast, saturation, hue, grayscale
         (ColorJitter also shuffles the order of the ops; here the order is always that one).
         """
-        vals = {}
+        names, los, his = [], [], []
         for name, spec in (("brightness", brightness), ("contrast", contrast),
-                           ("saturation", saturation)):
-            rng_ = _factor_range(name, spec)
-            vals[name] = 1.0 if rng_ is None else float(rng.uniform(*rng_))
-        hr = _hue_range(hue)
-        vals["hue"] = 0.0 if hr is None else float(rng.uniform(*hr))
+                           ("saturation", saturation), ("hue", hue)):
+            rng_ = _hue_range(spec) if name == "hue" else _factor_range(name, spec)
+            if rng_ is not None:
+                names.append(name)
+                los.append(rng_[0])
+                his.append(rng_[1])
         p = _number("grayscale_p", grayscale_p)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"grayscale_p must be within [0, 1], got {p}")
+        vals = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.0}
+        if names:   # rng.uniform(lo, hi) is lo + (hi - lo) * rng.random(): one call for all
+            for name, lo, hi, u in zip(names, los, his, rng.random(len(names)).tolist()):
+                vals[name] = lo + (hi - lo) * u
         vals["grayscale"] = bool(p > 0.0 and rng.random() < p)
-        return cls(**vals)
+        # the values lie in checked ranges: skip __post_init__'s checks (a per-sample cost)
+        out = object.__new__(cls)
+        for name, v in vals.items():
+            object.__setattr__(out, name, v)
+        return out
 
 
 def _pair(name, spec):
@@ -204,12 +213,15 @@ def _hue_range(spec):
 
 class _Layout(NamedTuple):
     request: ChannelSet       # what the operator computes (cs, or cs plus hue partners)
-    keep: object              # None (request == cs), a slice or an index array into request
-    is_y: np.ndarray          # bool (len(request),)
+    keep: object              # None (request == cs), or the positions of cs's channels
+    ny: int                   # request holds Y first: channels [0, ny) are Y, the rest chroma
     ydc: int                  # position of Y0 in request, -1 if absent
     cb: Optional[slice]       # the Cb block of request (same k order as cr), when paired
     cr: Optional[slice]
     pos: np.ndarray           # positions in request of cs's channels (for scale/offset)
+    ones: np.ndarray          # read-only float32 ones / zeros of len(request)
+    zeros: np.ndarray
+    terms: Optional[tuple]    # _chroma_terms of an unnormalised request (paired sets)
 
 
 @functools.lru_cache(maxsize=128)
@@ -224,18 +236,15 @@ def _layout(cs: ChannelSet, pairs: bool) -> _Layout:
     pos = np.array([idx[g] for g in cs.indices], np.intp)
     if request is not cs:
         keep = pos
-    comp = np.asarray(request.component_of)
-    k = np.asarray(request.k)
-    is_y = comp == 0
-    ydc = int(idx.get(0, -1))
+    ny, ncb, ncr = request.counts
     cb = cr = None
-    if pairs:
-        ncb = int(np.sum(comp == 1))
-        if ncb and ncb == int(np.sum(comp == 2)):
-            y_n = int(np.sum(is_y))
-            cb, cr = slice(y_n, y_n + ncb), slice(y_n + ncb, y_n + 2 * ncb)
-            assert np.array_equal(k[cb], k[cr])
-    return _Layout(request, keep, is_y, ydc, cb, cr, pos)
+    if pairs and ncb and ncb == ncr:
+        cb, cr = slice(ny, ny + ncb), slice(ny + ncb, ny + 2 * ncb)
+        assert request.per_component[1] == request.per_component[2]
+    ones, zeros = np.ones(request.count, np.float32), np.zeros(request.count, np.float32)
+    ones.flags.writeable = zeros.flags.writeable = False
+    terms = _chroma_terms(ones, zeros, cb, cr) if cb is not None else None
+    return _Layout(request, keep, ny, int(idx.get(0, -1)), cb, cr, pos, ones, zeros, terms)
 
 
 class CoefficientPlan(NamedTuple):
@@ -270,7 +279,7 @@ class CoefficientPlan(NamedTuple):
             # the operator left Y0 raw: its mean over the output is 8 * (mean grey - 128)
             raw = res[lay.ydc]
             g, c0, c1 = self.dc
-            m0 = float(raw.mean(dtype=np.float64))
+            m0 = float(np.add.reduce(raw, axis=None)) / raw.size   # pairwise float32 sum
             raw *= np.float32(g)
             raw += np.float32(c0 + c1 * m0)
         if self.rot is not None:
@@ -288,6 +297,18 @@ class CoefficientPlan(NamedTuple):
         return res
 
 
+def _chroma_terms(sc, of, kb, kr):
+    """Per chroma pair: sc_b / sc_r, of_b, of_r, of_b * sc_r / sc_b, of_r * sc_b / sc_r
+    (float32), for the hue rotation's folded offsets."""
+    sb, sr = sc[kb], sc[kr]
+    if not ((sb != 0).all() and (sr != 0).all()):
+        raise ValueError("a hue rotation needs non-zero normalisation scales on chroma")
+    ratio = (sb / sr).reshape(-1, 1, 1)      # shaped for the rotation's (K, H, W) blocks
+    ob, orr = of[kb], of[kr]
+    r1 = ratio[:, 0, 0]
+    return ratio, ob, orr, ob / r1, orr * r1
+
+
 def coefficient_plan(p: Optional[Photometric], cs: ChannelSet, scale=None,
                      offset=None) -> CoefficientPlan:
     """The operator's request and scale/offset for Photometric ``p`` on channel set ``cs``,
@@ -301,29 +322,32 @@ def coefficient_plan(p: Optional[Photometric], cs: ChannelSet, scale=None,
     if p is None or p.identity:
         return CoefficientPlan(cs, scale, offset)
     lay = _layout(cs, p.rotates)
-    n = lay.request.count
+    f32 = np.float32
     if lay.keep is None:
-        sc = np.ones(n, np.float64) if scale is None else np.array(scale, np.float64)
-        of = np.zeros(n, np.float64) if offset is None else np.array(offset, np.float64)
+        sc = lay.ones if scale is None else np.asarray(scale, f32)
+        of = lay.zeros if offset is None else np.asarray(offset, f32)
     else:
-        sc, of = np.ones(n, np.float64), np.zeros(n, np.float64)
+        sc, of = lay.ones.copy(), lay.zeros.copy()
         if scale is not None:
             sc[lay.pos] = scale
         if offset is not None:
             of[lay.pos] = offset
-    b, f = p.brightness, p.contrast
-    op_sc = sc * np.where(lay.is_y, p.luma_gain, p.chroma_gain)
-    op_of = of
+    b, f, ny = p.brightness, p.contrast, lay.ny
+    op_sc = np.empty_like(sc)
+    np.multiply(sc[:ny], f32(p.luma_gain), out=op_sc[:ny])
+    np.multiply(sc[ny:], f32(p.chroma_gain), out=op_sc[ny:])
+    op_of = of.copy()
     dc = rot = None
     if lay.ydc >= 0:
         i = lay.ydc
+        sci = float(sc[i])
         shift = DC_GAIN * LEVEL * (b - 1.0)        # brightness of the level-shifted DC
         if f != 1.0:                                # contrast: blend with the mean DC
-            dc = (op_sc[i], shift * sc[i] + of[i], (1.0 - f) * b * sc[i])
+            dc = (float(op_sc[i]), shift * sci + float(of[i]), (1.0 - f) * b * sci)
             op_sc[i], op_of[i] = 1.0, 0.0           # raw: finish() needs its mean
         else:
-            op_of[i] += shift * sc[i]
-    if p.rotates:
+            op_of[i] += shift * sci
+    if p.rotates and lay.cb is not None:
         # out_b = sc_b (c u_b - s u_r) + of_b, out_r = sc_r (s u_b + c u_r) + of_r, with u the
         # chroma after its gain.  The operator gives z = lam * sc * u + q; then
         # out_b = (c/lam) z_b - a z_r, out_r = (c/lam) z_r + r z_b, a = s sc_b / (lam sc_r),
@@ -332,21 +356,18 @@ def coefficient_plan(p: Optional[Photometric], cs: ChannelSet, scale=None,
         c, s = math.cos(th), math.sin(th)
         lam = c if abs(c) >= 0.5 else 1.0          # lam = c saves two multiplies
         kb, kr = lay.cb, lay.cr
-        sb, sr = sc[kb], sc[kr]
-        if not (np.all(sb != 0) and np.all(sr != 0)):
-            raise ValueError("a hue rotation needs non-zero normalisation scales on chroma")
-        ob, orr = of[kb].copy(), of[kr].copy()
-        a, r = s * sb / (lam * sr), s * sr / (lam * sb)
-        d = c / lam
-        op_sc[kb] *= lam
-        op_sc[kr] *= lam
-        op_of[kb] = lam * lam * (d * ob + a * orr)
-        op_of[kr] = lam * lam * (d * orr - r * ob)
-        f32 = np.float32
-        rot = (None if lam == c else f32(d), a.astype(f32)[:, None, None],
-               r.astype(f32)[:, None, None])
-    return CoefficientPlan(lay.request, op_sc.astype(np.float32), op_of.astype(np.float32),
-                           lay, dc, rot)
+        if scale is None and offset is None:
+            ratio, ob, orr, rob, rorr = lay.terms
+        else:
+            ratio, ob, orr, rob, rorr = _chroma_terms(sc, of, kb, kr)
+        a, r = (s / lam) * ratio, (s / lam) / ratio
+        k1, k2 = c * lam, s * lam                   # lam^2 * (c / lam), lam^2 * (s / lam)
+        op_sc[ny:] *= f32(lam)
+        if offset is not None:
+            op_of[kb] = k1 * ob + k2 * rorr
+            op_of[kr] = k1 * orr - k2 * rob
+        rot = (None if lam == c else f32(c / lam), a, r)
+    return CoefficientPlan(lay.request, op_sc, op_of, lay, dc, rot)
 
 
 def apply_to_cube(p: Optional[Photometric], cube: np.ndarray, cs: ChannelSet,

@@ -480,3 +480,11 @@ def test_photometric_argument_type(photo_420):
     for source in ("jpeg-coeffs", "spatial", "rgb"):
         with pytest.raises(TypeError, match="photometric must be a jpegfreq.Photometric"):
             jpegfreq.cube(photo_420, source=source, photometric={"brightness": 1.2})
+
+
+def test_hue_on_a_set_without_chroma_is_nothing(photo_420):
+    cs = ChannelSet.parse("Y:0-3")
+    p = Photometric(brightness=1.2, hue=0.2)
+    assert coefficient_plan(p, cs).request == cs
+    assert np.array_equal(jpegfreq.cube(photo_420, cs, photometric=p),
+                          jpegfreq.cube(photo_420, cs, photometric=Photometric(brightness=1.2)))
