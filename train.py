@@ -198,7 +198,8 @@ def get_args_parser(add_help=True):
            "which the network's input multiplies back (default: float32)")
     a("--no-progress", action="store_true", help="no progress bars (default: show them)")
     a("--debug-dump-weights", action="store_true",
-      help="each rank writes the SHA-256 of its final state dict to OUTPUT/rank{r}.sha "
+      help="each rank writes the SHA-256 of its final weights, buffers and optimizer state "
+           "to OUTPUT/rank{r}.sha "
            "(default: off)")
     return p
 
@@ -620,12 +621,19 @@ def write_predictions(path, loader, predictions):
     write_text(path, buf.getvalue(), newline="")
 
 
-def state_digest(module) -> str:
-    """SHA-256 over every tensor of a state dict, in key order."""
+def state_digest(module, optimizers=()) -> str:
+    """SHA-256 over every tensor of a state dict, in key order, then over the state tensors
+    of each optimizer (momentum buffers, Adam moments), in parameter order."""
     h = hashlib.sha256()
     for k, v in sorted(module.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    for opt in optimizers:
+        for i, st in sorted(opt.state_dict()["state"].items()):
+            for k, v in sorted(st.items()):
+                h.update(f"{i}.{k}".encode())
+                if isinstance(v, torch.Tensor):
+                    h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
@@ -968,7 +976,8 @@ def run_train(args, ctx):
                 write_predictions(args.predictions, val_loader, predictions)
                 ctx.log(f"predictions: {args.predictions}")
     if args.debug_dump_weights:
-        write_text(os.path.join(out_dir, f"rank{ctx.rank}.sha"), state_digest(run.module) + "\n")
+        write_text(os.path.join(out_dir, f"rank{ctx.rank}.sha"),
+                   state_digest(run.module, run.optimizers) + "\n")
     _closing(args, ctx, val, run, num_classes, cs, val_loader, preset, t_start)
     return {"val": val, "best_acc1": run.best_acc1, "output_dir": out_dir}
 
