@@ -232,9 +232,9 @@ def test_reused_buffer_waits_for_the_copy_out_of_it(monkeypatch):
     seen = []
     real_decode = dec.decode_numpy
 
-    def decode_numpy(data, warnings_out=None, out=None):
-        seen.append([e.synced for _, e in _FakeEvent.log if _ == "record"])
-        return real_decode(data, warnings_out, out=out)
+    def decode_numpy(data, warnings_out=None, out=None, info=None):
+        seen.append([e.synced for k, e in _FakeEvent.log if k == "record"])
+        return real_decode(data, warnings_out, out=out, info=info)
 
     monkeypatch.setattr(dec, "decode_numpy", decode_numpy)
     dec.record_copy(buf[:2])      # a copy out of the first rows is queued
