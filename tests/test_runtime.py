@@ -73,6 +73,88 @@ def test_one_process_context(monkeypatch, capsys):
     assert runtime.backend_for("cuda:1") == "nccl" and runtime.backend_for("cpu") == "gloo"
 
 
+class _FakeCuda:
+    """torch.cuda as a machine with ``count`` visible GPUs would answer (no GPU needed)."""
+
+    def __init__(self, monkeypatch, count):
+        self.current = []
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(torch.cuda, "set_device", self.current.append)
+
+
+def _torchrun_env(monkeypatch, rank, world, local_rank):
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    groups = []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group",
+                        lambda backend, **kw: groups.append(backend))
+    return groups
+
+
+def test_one_visible_gpu_per_task_is_device_zero_for_every_local_rank(monkeypatch):
+    # a scheduler that gives each task its own GPU: CUDA_VISIBLE_DEVICES of one device, so
+    # LOCAL_RANK 1 must not ask for cuda:1
+    cuda = _FakeCuda(monkeypatch, 1)
+    groups = _torchrun_env(monkeypatch, 1, 2, 1)
+    ctx = Context()
+    assert ctx.device == torch.device("cuda", 0) and cuda.current == [0]
+    assert ctx.backend == "nccl" and groups == ["nccl"] and ctx.distributed
+    # a machine with 4 GPUs: local rank 1 takes cuda:1, local rank 5 (a second job) cuda:1
+    cuda = _FakeCuda(monkeypatch, 4)
+    assert Context("cuda").device == torch.device("cuda", 1) and cuda.current == [1]
+    monkeypatch.setenv("LOCAL_RANK", "5")
+    assert Context("cuda").device == torch.device("cuda", 1)
+
+
+def test_a_device_index_given_is_made_current(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    cuda = _FakeCuda(monkeypatch, 2)
+    ctx = Context("cuda:1")
+    assert ctx.device == torch.device("cuda", 1) and cuda.current == [1] and not ctx.distributed
+    assert Context(None).device == torch.device("cuda", 0) and cuda.current == [1, 0]
+    assert Context("cpu").device == torch.device("cpu") and cuda.current == [1, 0]
+    with pytest.raises(ValueError, match="cuda:2: only 2 CUDA device"):
+        Context("cuda:2")
+    _FakeCuda(monkeypatch, 0)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        Context("cuda")
+    assert Context().device == torch.device("cpu")
+
+
+def test_collectives_go_to_the_device_the_backend_takes(monkeypatch):
+    """gloo reduces CPU tensors (no device copy for a few numbers); a backend registered for
+    CUDA only (nccl, or a plug-in backend) gets them on this process's device."""
+    import torch.distributed as dist
+    ctx = Context("cpu")
+    ctx.device = torch.device("cuda", 1)
+    for backend, want in (("gloo", "cpu"), ("nccl", "cuda:1")):
+        ctx.backend = backend
+        assert ctx._comm_device == torch.device(want)
+    if "jfcudaonly" not in dist.Backend.backend_capability:
+        dist.Backend.register_backend("jfcudaonly", lambda *a, **kw: None, devices=["cuda"])
+    ctx.backend = "jfcudaonly"
+    assert ctx._comm_device == torch.device("cuda", 1)
+    # what the helpers hand to the backend: float64 values on its device, results on the host
+    seen = []
+
+    class FakeDist:
+        ReduceOp, Backend = dist.ReduceOp, dist.Backend
+
+        @staticmethod
+        def all_reduce(t, op=None):
+            seen.append((t.device, t.dtype, op))
+            t.mul_(2)
+
+    ctx.device, ctx.backend, ctx.distributed, ctx._dist = torch.device("cpu"), "gloo", True, FakeDist
+    assert ctx.all_sum([1, 2]) == [2.0, 4.0] and ctx.all_max(3) == 6.0
+    assert seen[0][:2] == (torch.device("cpu"), torch.float64)
+    assert seen[1][2] == dist.ReduceOp.MAX
+
+
 def test_only_rank_zero_speaks(monkeypatch, capsys):
     ctx = Context("cpu")
     monkeypatch.setattr(ctx, "rank", 1)
