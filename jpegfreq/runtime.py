@@ -61,8 +61,9 @@ def cuda_device(device=None, local_rank: int = 0):
     count = torch.cuda.device_count()
     index = int(local_rank) % count if dev.index is None else dev.index
     if not 0 <= index < count:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
         raise ValueError(f"device {device}: only {count} CUDA device(s) are visible "
-                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+                         f"(CUDA_VISIBLE_DEVICES={visible})")
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
 

@@ -149,7 +149,8 @@ def test_collectives_go_to_the_device_the_backend_takes(monkeypatch):
             seen.append((t.device, t.dtype, op))
             t.mul_(2)
 
-    ctx.device, ctx.backend, ctx.distributed, ctx._dist = torch.device("cpu"), "gloo", True, FakeDist
+    ctx.device, ctx.backend = torch.device("cpu"), "gloo"
+    ctx.distributed, ctx._dist = True, FakeDist
     assert ctx.all_sum([1, 2]) == [2.0, 4.0] and ctx.all_max(3) == 6.0
     assert seen[0][:2] == (torch.device("cpu"), torch.float64)
     assert seen[1][2] == dist.ReduceOp.MAX
