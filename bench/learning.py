@@ -24,8 +24,10 @@ at the end is formatted from the same dict that --json writes.
 """
 
 import argparse
+import fcntl
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -257,6 +259,16 @@ def run_one(args, spec, seed, out, index, total):
     """Train one run (or finish it); returns its folder. Raises SystemExit on a failed run."""
     folder = run_dir(out, spec["name"], seed)
     os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, RUN_FILE + ".lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SystemExit(f"learning.py: error: another learning.py is training {folder}; "
+                             f"wait for it, or give another --out") from None
+        return _run_locked(args, spec, seed, out, folder, index, total)
+
+
+def _run_locked(args, spec, seed, out, folder, index, total):
     argv = train_argv(args, spec, seed, folder, out)
     known = _load_run_file(folder)
     if known is not None and known.get("argv") != argv:
@@ -481,7 +493,14 @@ def get_args_parser():
     return p
 
 
+def _terminate(signum, frame):
+    # SIGTERM ends the running train.py too (subprocess.run kills its child on the way out):
+    # an orphan would go on writing into a folder the next pass resumes
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
+    signal.signal(signal.SIGTERM, _terminate)
     p = get_args_parser()
     args = p.parse_args(argv)
     if args.epochs < 0 or args.seeds < 1 or args.batch_size < 1 or not args.lr > 0:

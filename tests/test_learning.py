@@ -1,6 +1,7 @@
 """bench/learning.py: the symbolic-link split, the finished-run rule, and one small end-to-end
 pass (rgb-112 and coeffs-24S, one epoch, one seed, on a generated set of 4 classes x 6 train /
-3 val images) whose printed table and json must agree. About a minute on two cores.
+3 val images) whose printed table and json must agree; a held run folder is refused, and
+SIGTERM ends the bench's running train.py with it. About a minute on two quiet cores.
 """
 import json
 import os
@@ -148,3 +149,62 @@ def test_smoke_table_and_json_agree(data, tmp_path):
                         "--lr", "0.01"], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=600)
     assert p.returncode != 0 and "trained with other settings" in p.stderr
+
+
+def test_a_locked_run_folder_is_refused(data, tmp_path):
+    import fcntl
+    out = str(tmp_path / "runs")
+    args = learning.get_args_parser().parse_args(["--data", data, "--out", out])
+    folder = learning.run_dir(out, "coeffs-24S", 0)
+    os.makedirs(folder)
+    with open(os.path.join(folder, learning.RUN_FILE + ".lock"), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SystemExit, match="another learning.py is training"):
+            learning.run_one(args, learning.row_spec("coeffs-24S"), 0, out, 1, 1)
+    assert not os.path.exists(os.path.join(folder, "train.out"))   # nothing was started
+
+
+def _processes_naming(text):
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to find the child")
+def test_sigterm_ends_the_running_train_py(data, tmp_path):
+    import signal
+    import time
+    out = str(tmp_path / "runs")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, os.path.join(BENCH, "learning.py"), "--data", data,
+                          "--epochs", "3", "--seeds", "1", "--rows", "coeffs-24S", "--out", out],
+                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    folder = learning.run_dir(out, "coeffs-24S", 0)
+    deadline = time.monotonic() + 120
+    while not _processes_naming(folder) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    children = _processes_naming(folder)
+    assert children, "train.py never started"
+    try:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=60) != 0
+        deadline = time.monotonic() + 30
+        while _processes_naming(folder) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _processes_naming(folder), "train.py outlived the bench"
+    finally:
+        for pid in _processes_naming(folder):     # a failed run leaves no orphan behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if p.poll() is None:
+            p.kill()
+        p.wait()
