@@ -150,6 +150,16 @@ def _members(url: str, f, seekable: bool):
                                         "(the shard is cut short or damaged)")
 
 
+#: how gzip, bzip2 and xz streams begin: such shards are read as streams (tarfile "r|*")
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ")
+
+
+def _compressed(f) -> bool:
+    head = f.read(6)
+    f.seek(0)
+    return head.startswith(_COMPRESSED)
+
+
 def read_shard(url: str, skipped: list, num_classes: Optional[int] = None):
     """(key, image bytes, label) of one shard, in member order; unusable samples (labels
     from num_classes on included) and a stream that breaks off are appended to ``skipped``
@@ -186,7 +196,8 @@ def read_shard(url: str, skipped: list, num_classes: Optional[int] = None):
             return key, image, label
 
         try:
-            for mname, size, data in _members(url, f, proc is None):
+            seekable = proc is None and not _compressed(f)
+            for mname, size, data in _members(url, f, seekable):
                 base = mname.rsplit("/", 1)[-1]
                 stem, _, suffix = base.partition(".")
                 k = mname[:len(mname) - len(base)] + stem

@@ -189,3 +189,12 @@ def test_loader_reads_shards_as_the_folder(folder, prefix):
     x, y, idx = next(iter(ld))
     assert idx.tolist() == [0, 1, 2, 3] and x.dtype == torch.float32
     assert np.array_equal(y.numpy(), [0, 0, 0, 0])
+
+
+def test_compressed_shards_are_read_as_streams(folder, prefix, tmp_path):
+    import gzip
+    path = str(tmp_path / "train-000000.tar.gz")
+    with open(f"{prefix}-000000.tar", "rb") as f, gzip.open(path, "wb") as g:
+        g.write(f.read())
+    got, skipped = _load(path)
+    assert got == [0, 1, 2] and skipped == []
