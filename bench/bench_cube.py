@@ -24,6 +24,7 @@ from PIL import Image  # noqa: E402
 import jpegfreq  # noqa: E402
 from jpegfreq import _jpegfreq  # noqa: E402
 from jpegfreq.geometry import sample_train  # noqa: E402
+from jpegfreq.photometric import Photometric  # noqa: E402
 
 CS24 = jpegfreq.ChannelSet.parse("24S")
 
@@ -69,14 +70,21 @@ def main():
     hdrs = {f: jpegfreq.read_header(blobs[f]) for f in files}
     rng = np.random.default_rng(0)
     # as in training, every call gets a new random crop (so its operator is built, not cached)
-    train_geo = {f: iter([sample_train(hdrs[f].width, hdrs[f].height, 448, rng)
-                          for _ in range(a.repeat + 1)]) for f in files}
+    train_lists = {f: [sample_train(hdrs[f].width, hdrs[f].height, 448, rng)
+                       for _ in range(a.repeat + 1)] for f in files}
+    train_geo = {f: iter(g) for f, g in train_lists.items()}
+    # the same crops again, each with a ColorJitter(0.4, 0.4, 0.4, 0.1) draw: every op on
+    photo_geo = {f: iter(g) for f, g in train_lists.items()}
+    prng = np.random.default_rng(2)
     methods = [
         ("floor: entropy decode", lambda f: _jpegfreq.entropy_decode(blobs[f])),
         ("jpeg-coeffs 24S eval", lambda f: jpegfreq.cube(blobs[f], CS24)),
         ("jpeg-coeffs 64S eval", lambda f: jpegfreq.cube(blobs[f], "64S")),
         ("jpeg-coeffs 192 eval", lambda f: jpegfreq.cube(blobs[f], "192")),
         ("jpeg-coeffs 24S train", lambda f: jpegfreq.cube(blobs[f], CS24, geometry=next(train_geo[f]))),
+        ("24S train + photometric", lambda f: jpegfreq.cube(
+            blobs[f], CS24, geometry=next(photo_geo[f]),
+            photometric=Photometric.sample(prng, 0.4, 0.4, 0.4, 0.1))),
         ("spatial 24S eval", lambda f: jpegfreq.cube(blobs[f], CS24, source="spatial")),
         ("Pillow RGB resize 256 crop 224", lambda f: pil_rgb_224(blobs[f])),
     ]
@@ -110,6 +118,8 @@ def main():
     c24 = med["jpeg-coeffs 24S eval"]
     print(f"\n24S eval cube: {c24 / med['floor: entropy decode']:.2f}x the floor; "
           f"{med['Pillow RGB resize 256 crop 224'] / c24:.2f}x faster than Pillow RGB 224")
+    print(f"24S train + photometric (ColorJitter 0.4/0.4/0.4/0.1, sampled per call): "
+          f"{med['24S train + photometric'] / med['jpeg-coeffs 24S train']:.3f}x 24S train")
     if "DCTNet flow 24x56x56" in med:
         print(f"24S eval cube {med['DCTNet flow 24x56x56'] / c24:.1f}x faster than DCTNet's flow; "
               f"spatial path {med['DCTNet flow 24x56x56'] / med['spatial 24S eval']:.1f}x faster")
