@@ -4,7 +4,7 @@
 
 Public names (see the README and docs/design.md):
     read_header, read_coefficients, JpegError, ChannelSet, cube, Geometry,
-    eval_geometry, sample_train, Stats, Decoder, JpegLoader (torch)
+    eval_geometry, sample_train, Photometric, Stats, Decoder, ItemReport, JpegLoader (torch)
 The networks: jpegfreq.models (load_model, resnet50_dct, ...); jpegfreq itself never imports them.
 Build facts: libjpeg_version, libjpeg_turbo.
 """
@@ -12,6 +12,7 @@ from . import _jpegfreq
 from .channels import ChannelSet
 from .errors import JpegError
 from .geometry import Geometry, eval_geometry, sample_train
+from .photometric import Photometric
 from .pipeline import SOURCES, SpatialFallbackWarning, cube, rgb_image, spatial_cube
 from .reader import (DEFAULT_MAX_PIXELS, Coefficients, Header, get_max_pixels, read_coefficients,
                      read_header, set_max_pixels)
@@ -27,7 +28,7 @@ __all__ = [
     "rgb_image", "Geometry", "eval_geometry", "sample_train", "Header", "Coefficients",
     "set_max_pixels", "get_max_pixels", "DEFAULT_MAX_PIXELS", "SOURCES",
     "SpatialFallbackWarning", "libjpeg_version", "libjpeg_turbo", "arithmetic_decoding",
-    "Stats", "Decoder", "BatchError", "JpegLoader",
+    "Photometric", "Stats", "Decoder", "BatchError", "ItemReport", "JpegLoader",
 ]
 
 
@@ -35,7 +36,7 @@ def __getattr__(name):  # lazy: Stats, Decoder and JpegLoader pull in more modul
     if name == "Stats":
         from .stats import Stats
         return Stats
-    if name in ("Decoder", "BatchError"):
+    if name in ("Decoder", "BatchError", "ItemReport"):
         from . import serving
         return getattr(serving, name)
     if name == "JpegLoader":

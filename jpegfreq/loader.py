@@ -60,6 +60,7 @@ import numpy as np
 from .errors import JpegError
 from .datasets import epoch_rng, sample_rng
 from .geometry import eval_geometry, sample_train
+from .photometric import Photometric
 from .pipeline import SOURCES, channel_set, cube
 from .source import read_source
 
@@ -111,6 +112,22 @@ class _FolderData:
 
     def close(self):
         pass
+
+
+def _jitter(color_jitter, grayscale_p):
+    """(brightness, contrast, saturation, hue) ranges or None, and the grayscale
+    probability, checked now (one draw) rather than in every worker."""
+    if color_jitter is not None:
+        if isinstance(color_jitter, (int, float)):
+            color_jitter = (color_jitter,) * 3 + (0.0,)
+        color_jitter = tuple(color_jitter)
+        if len(color_jitter) != 4:
+            raise ValueError("color_jitter is (brightness, contrast, saturation, hue), as "
+                             f"torchvision's ColorJitter takes them, not {color_jitter!r}")
+    grayscale_p = float(grayscale_p)
+    Photometric.sample(np.random.default_rng(0), *(color_jitter or (None,) * 4),
+                       grayscale_p=grayscale_p)
+    return color_jitter, grayscale_p
 
 
 class _Normalisation:
@@ -174,6 +191,11 @@ class JpegLoader:
         row's sample index (a folder: the position in ``loader.data.samples``; shards: the
         index the shard writer gave the sample, jpegfreq.shards.sample_index of its key),
         after skipped rows are compacted, so it lines up with x and y row for row.
+    color_jitter: training only: (brightness, contrast, saturation, hue) ranges as
+        torchvision's ColorJitter takes them (a number b means (b, b, b, 0)), applied in
+        the coefficient domain (jpegfreq.Photometric, docs/augment.md); drawn after the
+        crop and flip from the sample's generator (default None: no colour ops).
+    grayscale_p: training only: probability of grayscale per sample (default 0).
 
     int8 (dtype="int8"): the normalised values (x - mean) / std are quantised to int8 with
     a per-channel step, ``loader.int8_scale``, a float32 (C,) tensor fixed for the loader
@@ -193,7 +215,8 @@ class JpegLoader:
                  drop_last: Optional[bool] = None, pin_memory: Optional[bool] = None,
                  prefetch: int = 2, rank: Optional[int] = None,
                  world_size: Optional[int] = None, copy: bool = False, classes=None,
-                 shuffle_buffer: int = 1000, with_index: bool = False):
+                 shuffle_buffer: int = 1000, with_index: bool = False, color_jitter=None,
+                 grayscale_p: float = 0.0):
         import torch
         from .serving import _default_threads
         from .stats import Stats
@@ -228,6 +251,7 @@ class JpegLoader:
             stats.scale_offset(self.channels, source=source, geometry=self.eval_geometry)
         self.stats = stats
         self.with_index = bool(with_index)
+        self.color_jitter, self.grayscale_p = _jitter(color_jitter, grayscale_p)
         self.batch_size = int(batch_size)
         self.train = bool(train)
         self.seed = int(seed)
@@ -291,9 +315,19 @@ class JpegLoader:
 
     def geometry(self, index: int, width: int, height: int):
         """The Geometry of sample ``index`` this epoch for an image of width x height."""
+        return self.plan(index, width, height)[0]
+
+    def plan(self, index: int, width: int, height: int):
+        """(Geometry, Photometric or None) of sample ``index`` this epoch: training draws the
+        crop and flip, then the colour ops, from the sample's one generator."""
         if not self.train:
-            return self.eval_geometry
-        return sample_train(width, height, self.size, self.rng(index))
+            return self.eval_geometry, None
+        rng = self.rng(index)
+        g = sample_train(width, height, self.size, rng)
+        if self.color_jitter is None and not self.grayscale_p:
+            return g, None
+        return g, Photometric.sample(rng, *(self.color_jitter or (None,) * 4),
+                                     grayscale_p=self.grayscale_p)
 
     # -- decoding ------------------------------------------------------------
 
@@ -305,13 +339,15 @@ class JpegLoader:
         pool threads start.  int8: the scratch already holds steps (see __init__); it is
         rounded and clipped to +-127 in place, then cast."""
         s = read_source(src)
-        g = self.geometry(index, s.width, s.height)
+        g, p = self.plan(index, s.width, s.height)
         cs = self.channels if self.channels is not None else "24S"
         if convert is None:
-            cube(s, cs, self.size, self.source, g, self._decode_stats, self.dtype, out=row)
+            cube(s, cs, self.size, self.source, g, self._decode_stats, self.dtype, out=row,
+                 photometric=p)
             return
         scratch, pieces32, pieces = convert
-        cube(s, cs, self.size, self.source, g, self._decode_stats, "float32", out=scratch)
+        cube(s, cs, self.size, self.source, g, self._decode_stats, "float32", out=scratch,
+             photometric=p)
         if self.dtype == "int8":   # numpy: two GIL-free passes (torch's round, clamp and
             np.clip(scratch, -127.0, 127.0, out=scratch)   # cast take three, ~30% longer)
             np.rint(scratch, out=row, casting="unsafe")

@@ -462,3 +462,42 @@ def test_pin_memory_needs_cuda(folder):
     assert ld.pin_memory == torch.cuda.is_available()
     x, _ = next(iter(ld))
     assert x.is_pinned() == torch.cuda.is_available()
+
+
+def test_color_jitter_is_drawn_per_sample_and_same_for_any_thread_count(tmp_path):
+    """Colour ops come from each sample's generator after its crop: the batches do not
+    depend on the threads, differ from the plain ones, and evaluation ignores them."""
+    import numpy as np
+    from jpegfreq.synthetic import make_dataset
+    import jpegfreq
+    make_dataset(str(tmp_path), 4, 2, 1, seed=0, min_size=80, max_size=160)
+    folder = str(tmp_path / "train")
+
+    def batches(threads, **kw):
+        ld = jpegfreq.JpegLoader(folder, 4, channels="24S", size=64, threads=threads, **kw)
+        ld.set_epoch(1)
+        return [x.clone() for x, _ in ld]
+
+    jit = dict(color_jitter=(0.4, 0.4, 0.4, 0.1), grayscale_p=0.5)
+    one, two = batches(1, **jit), batches(2, **jit)
+    plain = batches(2)
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(one, two))
+    assert not all(np.allclose(a.numpy(), b.numpy()) for a, b in zip(one, plain))
+    ld = jpegfreq.JpegLoader(folder, 4, channels="24S", size=64, train=True, **jit)
+    g, p = ld.plan(3, 100, 80)
+    rng = ld.rng(3)
+    assert g == jpegfreq.sample_train(100, 80, 64, rng)
+    assert p == jpegfreq.Photometric.sample(rng, 0.4, 0.4, 0.4, 0.1, grayscale_p=0.5)
+    ev = jpegfreq.JpegLoader(folder, 4, channels="24S", size=64, train=False, **jit)
+    assert ev.plan(3, 100, 80) == (ev.eval_geometry, None)
+
+
+def test_color_jitter_is_checked_up_front(tmp_path):
+    import pytest
+    from jpegfreq.synthetic import make_dataset
+    import jpegfreq
+    make_dataset(str(tmp_path), 4, 1, 1, seed=0, min_size=80, max_size=160)
+    with pytest.raises(ValueError, match="ColorJitter"):
+        jpegfreq.JpegLoader(str(tmp_path / "train"), 2, color_jitter=(0.4, 0.4))
+    with pytest.raises(ValueError, match="grayscale_p"):
+        jpegfreq.JpegLoader(str(tmp_path / "train"), 2, grayscale_p=1.5)
