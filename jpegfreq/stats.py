@@ -168,8 +168,8 @@ class Stats:
             raise ValueError(f"'source' must be jpeg-coeffs, spatial or rgb, not {source!r}")
         size = d.get("size", (448, 448))
         if (not isinstance(size, (list, tuple)) or len(size) != 2
-                or not all(_is_int(v) and v > 0 for v in size)):
-            raise ValueError(f"'size' must be two positive integers, not {size!r}")
+                or not all(_is_int(v) and v >= 0 for v in size)):
+            raise ValueError(f"'size' must be two non-negative integers, not {size!r}")
         count = d.get("count", 0)
         if not _is_int(count) or count < 0:
             raise ValueError(f"'count' must be a non-negative integer, not {count!r}")

@@ -60,7 +60,7 @@ STATS_CASES = {
     "bad-source": (json.dumps({"channels": "6S", "mean": [0] * 6, "std": [1] * 6,
                                "source": "jpeg"}), "'source' must be"),
     "bad-size": (json.dumps({"channels": "6S", "mean": [0] * 6, "std": [1] * 6,
-                             "size": [64]}), "'size' must be two positive integers"),
+                             "size": [64]}), "'size' must be two non-negative integers"),
     "bad-count": (json.dumps({"channels": "6S", "mean": [0] * 6, "std": [1] * 6,
                               "count": -3}), "'count'"),
     "bad-geometry": (json.dumps({"channels": "6S", "mean": [0] * 6, "std": [1] * 6,
