@@ -862,8 +862,13 @@ def save_epoch(args, run, base, epoch, is_best):
         try:
             save_checkpoint(path, state)
         except OSError as e:
-            raise SystemExit(f"train.py: error: cannot write {path}: "
-                             f"{e.strerror or e}") from None
+            reason = str(e.strerror or e)
+            for head in (f"{path}: cannot write checkpoint: ", f"{path}: cannot write checkpoint ",
+                         f"{path}: "):      # save_checkpoint's message names the file already
+                if reason.startswith(head):
+                    reason = reason[len(head):]
+                    break
+            raise SystemExit(f"train.py: error: cannot write {path}: {reason}") from None
 
 
 def log_epoch(args, ctx, log_path, epoch, t, val, lr_now):

@@ -357,13 +357,16 @@ def test_host_syncs_follow_the_print_interval_not_the_steps(data, tmp_path, monk
     assert dense >= 12, dense               # the counter does see one read per step
 
 
-def test_a_failed_checkpoint_write_stops_with_one_line(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("named", [False, True])
+def test_a_failed_checkpoint_write_stops_with_one_line(data, tmp_path, monkeypatch, named):
     import errno
     real = train.save_checkpoint
 
     def full_disk(path, state):
-        if state["epoch"] == 1:
-            raise OSError(errno.ENOSPC, "No space left on device")
+        if state["epoch"] == 1:    # as the OS says it, or as save_checkpoint words it
+            reason = "No space left on device"
+            raise OSError(errno.ENOSPC, f"{path}: cannot write checkpoint: {reason}" if named
+                          else reason)
         return real(path, state)
 
     monkeypatch.setattr(train, "save_checkpoint", full_disk)
