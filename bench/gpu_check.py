@@ -268,7 +268,7 @@ class Checks:
                   file=sys.stderr)
             return 2
         what = "cpu" if self.cpu else torch.cuda.get_device_name(0)
-        print(f"gpu_check on {what}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}",
+        print(f"gpu_check: {what}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}",
               flush=True)
         from jpegfreq.synthetic import make_dataset
         if not os.path.isdir(os.path.join(self.data, "train")):
