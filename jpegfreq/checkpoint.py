@@ -191,8 +191,8 @@ def save_checkpoint(path, state: dict) -> None:
     """
     import torch
     name = os.fspath(path)
+    check_plain(state)          # first: it names the offending key of a non-plain value
     check_checkpoint(state, f"checkpoint for {name}")
-    check_plain(state)
     try:
         atomic_write(path, lambda f: torch.save(state, f), binary=True)
     except OSError as e:
