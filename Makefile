@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # torch/torchvision pinned: this pair installs from the local disk on the project machines
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: all sysdeps venv build demo test bench fuzz detect-demo clean
+.PHONY: all sysdeps venv build demo test bench bench-loader fuzz fuzz-py detect-demo clean
 
 RUNS ?= 100000
 
@@ -61,9 +61,26 @@ bench:
 	$(BIN)/python bench/check_equivalence.py "$(DATA)"
 	$(BIN)/python bench/model_table.py
 
+# loader throughput beside torchvision and NVIDIA DALI's CPU pipeline; DALI is installed into
+# the venv here only (a peer to measure against, never a dependency):
+#   make bench-loader DATA=/path/to/jpegs
+bench-loader:
+	@if [ -z "$(DATA)" ] || [ ! -d "$(DATA)" ]; then echo "make bench-loader needs DATA=FOLDER" >&2; exit 2; fi
+	$(MAKE) --no-print-directory build
+	$(BIN)/pip install -q nvidia-dali-cuda120
+	$(BIN)/python bench/bench_loader.py "$(DATA)" --epochs 5 --rounds 3
+	$(BIN)/python bench/bench_int8.py "$(DATA)"
+
 # libFuzzer + ASan + UBSan on the C core (installs clang when missing): make fuzz RUNS=1000000
 fuzz: venv
 	PY=$(BIN)/python sh fuzz/run.sh $(RUNS)
+
+# atheris on the Python entry points that take untrusted input: make fuzz-py RUNS=1000000
+fuzz-py: build
+	$(BIN)/pip install -q atheris
+	mkdir -p fuzz/build fuzz/artifacts
+	$(BIN)/python fuzz/fuzz_py.py --seeds fuzz/build/corpus-py
+	nice -n 10 $(BIN)/python fuzz/fuzz_py.py -runs=$(RUNS) -max_len=65536 -print_final_stats=1 -artifact_prefix=fuzz/artifacts/py- fuzz/build/corpus-py
 
 # Mask R-CNN-DCT on a synthetic COCO-format set (about half an hour on 2 CPU cores)
 detect-demo: build

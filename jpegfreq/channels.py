@@ -172,39 +172,13 @@ def _parse_custom(spec):
 
 
 def _load_heatmap(path):
-    """Heat map file -> {global index: open frequency}."""
+    """Heat map file -> {global index: open frequency} (jpegfreq.heatmap's one reader)."""
+    from .heatmap import load_heatmap   # lazy: jpegfreq.heatmap imports this module
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            data = json.load(f)
+        freq = load_heatmap(path)
     except OSError as e:
         raise ValueError(f"cannot read heat map {os.fspath(path)!r}: {e.strerror or e}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"heat map {os.fspath(path)!r} is not valid JSON: {e}") from None
-    if isinstance(data, dict) and "frequency" in data:
-        freq = data["frequency"]
-        names = data.get("channels")
-        if names is None:
-            names = [channel_name(g) for g in range(FULL)]
-        if not isinstance(freq, list) or not isinstance(names, list) or len(freq) != len(names):
-            raise ValueError(f"heat map {os.fspath(path)!r}: 'channels' and 'frequency' must be "
-                             f"lists of equal length")
-        pairs = zip(names, freq)
-    elif isinstance(data, dict):
-        pairs = data.items()
-    else:
-        raise ValueError(f"heat map {os.fspath(path)!r}: expected a JSON object "
-                         f'{{"channels": [...], "frequency": [...]}} or {{"Y0": 0.9, ...}}')
-    scores = {}
-    for name, value in pairs:
-        try:
-            g = parse_channel_name(name)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"heat map {os.fspath(path)!r}: {e}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"heat map {os.fspath(path)!r}: value of {name} is not a finite number")
-        if g in scores:
-            raise ValueError(f"heat map {os.fspath(path)!r}: channel {name} appears twice")
-        scores[g] = float(value)
+    scores = {g: float(v) for g, v in enumerate(freq) if not math.isnan(v)}
     if not scores:
         raise ValueError(f"heat map {os.fspath(path)!r} holds no channels")
     return scores

@@ -23,7 +23,9 @@ COMPONENTS = ("Y", "Cb", "Cr")
 def load_heatmap(src) -> np.ndarray:
     """Open frequency of the 192 channels, float64 (192,) in global order (Y0..Cr63).
 
-    src: a path to heat-map JSON or the loaded dict.  Channels missing from the file are NaN.
+    src: a path to heat-map JSON or the loaded dict: {"channels": [...], "frequency": [...]}
+    as train.py --gate writes it, or the plain {"Y0": 0.9, ...}.  Channels missing from the
+    file are NaN.
     A file or dict that is not a heat map (malformed or truncated JSON, a missing or
     misshapen "frequency", bad channel names, values outside 0..1) raises ValueError naming
     the file and what is wrong; a path that cannot be opened raises OSError.
@@ -61,7 +63,11 @@ def _frequencies(d) -> np.ndarray:
     if not isinstance(d, dict):
         raise ValueError(f"expected a JSON object, not {type(d).__name__}")
     if "frequency" not in d:
-        raise ValueError("'frequency' is missing")
+        if not d or "channels" in d or "samples" in d or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in d.values()):
+            raise ValueError("'frequency' is missing (and it is not a {\"Y0\": 0.9, ...} "
+                             "map of channel names either)")
+        d = {"channels": list(d), "frequency": list(d.values())}   # the plain form
     freq = d["frequency"]
     if not isinstance(freq, list) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in freq):

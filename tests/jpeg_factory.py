@@ -435,7 +435,7 @@ DAMAGE_OUTCOME = {
     "no-soi": "fail",
     "truncated-after-soi": "fail",
     "truncated-in-header": "fail",
-    "truncated-after-sos": "warn",
+    "truncated-after-sos": "fail",     # no entropy-coded data: nothing to decode
     "truncated-25pct": "warn",
     "truncated-50pct": "warn",
     "truncated-90pct": "warn",

