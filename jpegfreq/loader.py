@@ -41,7 +41,10 @@ all ranks.
 
 Bad images: an image that cannot be read (jpegfreq.JpegError: damaged, truncated, not an
 image, over the pixel limit) is skipped, never replaced: its batch is compacted and comes out
-shorter.  ``skipped`` lists (name, reason) of the last epoch's.  Any other exception in a
+shorter.  ``skipped`` lists (name, reason) of the last epoch's.  A truncated file that was
+partly decoded (jpegfreq.cube's info["decoded"] < 1) is kept and listed in ``damaged`` as
+(name, decoded share), unless its share is below ``min_decoded``: then it is skipped like an
+unreadable one, the reason stating the share.  Any other exception in a
 worker (a bug, MemoryError) stops the epoch and is raised in the loop.
 
 Threads: the pool lives for one pass over the data.  Leaving the loop early (break, an
@@ -147,7 +150,8 @@ class _Normalisation:
 class _Batch:
     """One batch being decoded into buffer ``slot``: rows count down to done."""
 
-    __slots__ = ("slot", "n", "names", "remaining", "lock", "done", "failed", "fatal")
+    __slots__ = ("slot", "n", "names", "remaining", "lock", "done", "failed", "damaged",
+                 "fatal")
 
     def __init__(self, slot, n, names):
         self.slot = slot
@@ -157,6 +161,7 @@ class _Batch:
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.failed: List[Tuple[int, str, str]] = []   # (row, name, reason)
+        self.damaged: List[Tuple[int, str, float]] = []  # (row, name, decoded share), kept
         self.fatal: Optional[BaseException] = None
         if n == 0:
             self.done.set()
@@ -196,6 +201,9 @@ class JpegLoader:
         the coefficient domain (jpegfreq.Photometric, docs/augment.md); drawn after the
         crop and flip from the sample's generator (default None: no colour ops).
     grayscale_p: training only: probability of grayscale per sample (default 0).
+    min_decoded: skip truncated images of which less than this share of the rows the cube
+        reads was decoded (default 0: keep every partly decoded one; they are listed in
+        ``damaged``).
 
     int8 (dtype="int8"): the normalised values (x - mean) / std are quantised to int8 with
     a per-channel step, ``loader.int8_scale``, a float32 (C,) tensor fixed for the loader
@@ -216,7 +224,7 @@ class JpegLoader:
                  prefetch: int = 2, rank: Optional[int] = None,
                  world_size: Optional[int] = None, copy: bool = False, classes=None,
                  shuffle_buffer: int = 1000, with_index: bool = False, color_jitter=None,
-                 grayscale_p: float = 0.0):
+                 grayscale_p: float = 0.0, min_decoded: float = 0.0):
         import torch
         from .serving import _default_threads
         from .stats import Stats
@@ -252,6 +260,10 @@ class JpegLoader:
         self.stats = stats
         self.with_index = bool(with_index)
         self.color_jitter, self.grayscale_p = _jitter(color_jitter, grayscale_p)
+        self.min_decoded = float(min_decoded)
+        if not 0.0 <= self.min_decoded <= 1.0:
+            raise ValueError(f"min_decoded is a share of the image, 0..1, not {min_decoded}")
+        self.damaged: List[Tuple[str, float]] = []
         self.batch_size = int(batch_size)
         self.train = bool(train)
         self.seed = int(seed)
@@ -341,19 +353,21 @@ class JpegLoader:
         s = read_source(src)
         g, p = self.plan(index, s.width, s.height)
         cs = self.channels if self.channels is not None else "24S"
+        info = {}
         if convert is None:
             cube(s, cs, self.size, self.source, g, self._decode_stats, self.dtype, out=row,
-                 photometric=p)
-            return
+                 photometric=p, info=info)
+            return info["decoded"]
         scratch, pieces32, pieces = convert
         cube(s, cs, self.size, self.source, g, self._decode_stats, "float32", out=scratch,
-             photometric=p)
+             photometric=p, info=info)
         if self.dtype == "int8":   # numpy: two GIL-free passes (torch's round, clamp and
             np.clip(scratch, -127.0, 127.0, out=scratch)   # cast take three, ~30% longer)
             np.rint(scratch, out=row, casting="unsafe")
         else:
             for a, b in zip(pieces, pieces32):
                 a.copy_(b)
+        return info["decoded"]
 
     def _work(self, q, stop):
         scratch = None
@@ -370,7 +384,15 @@ class JpegLoader:
                 try:
                     convert = None if scratch is None else \
                         (scratch, pieces32, self._pieces and self._pieces[batch.slot][row])
-                    self._decode(index, src, self._arrays[batch.slot][row], convert)
+                    share = self._decode(index, src, self._arrays[batch.slot][row], convert)
+                    if share < 1.0:
+                        with batch.lock:
+                            if share < self.min_decoded:
+                                batch.failed.append((row, batch.names[row], (
+                                    f"truncated: only {100 * share:.0f}% of the rows the cube "
+                                    f"reads were decoded (min_decoded {self.min_decoded:g})")))
+                            else:
+                                batch.damaged.append((row, batch.names[row], share))
                 except JpegError as e:
                     with batch.lock:
                         batch.failed.append((row, batch.names[row], str(e.reason)))
@@ -458,6 +480,8 @@ class JpegLoader:
         import torch
         skipped: List[Tuple[str, str]] = []
         self.skipped = skipped
+        damaged: List[Tuple[str, float]] = []
+        self.damaged = damaged
         free = collections.deque(range(len(self._buffers)))
         pending = collections.deque()
         held = None          # the slot the loop holds
@@ -516,6 +540,7 @@ class JpegLoader:
                 submit()
             x, y, idx = self._buffers[batch.slot]
             n = batch.n
+            damaged.extend((name, share) for _, name, share in sorted(batch.damaged))
             if batch.failed:
                 bad = sorted(batch.failed)
                 skipped.extend((name, reason) for _, name, reason in bad)

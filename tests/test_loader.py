@@ -501,3 +501,39 @@ def test_color_jitter_is_checked_up_front(tmp_path):
         jpegfreq.JpegLoader(str(tmp_path / "train"), 2, color_jitter=(0.4, 0.4))
     with pytest.raises(ValueError, match="grayscale_p"):
         jpegfreq.JpegLoader(str(tmp_path / "train"), 2, grayscale_p=1.5)
+
+
+@pytest.fixture(scope="module")
+def cut_folder(tmp_path_factory):
+    """Two truncated files among good ones: cut at 25% and 90% of their entropy-coded data."""
+    good = make_jpeg("baseline-420", 128, 96)
+    cuts = dict(damaged(good))
+    return _tree(tmp_path_factory.mktemp("cut") / "train", per_class=2,
+                 bad=[("ant", "000a-cut25.jpg", cuts["truncated-25pct"]),
+                      ("bee", "001a-cut90.jpg", cuts["truncated-90pct"])])
+
+
+def test_partly_decoded_images_are_kept_and_listed_as_damaged(cut_folder):
+    ld = JpegLoader(cut_folder, batch_size=4, size=SIZE, train=False, threads=2)
+    x, y = _cat(_all(ld))
+    assert len(y) == 8 and not ld.skipped
+    got = {os.path.basename(p): share for p, share in ld.damaged}
+    assert set(got) == {"000a-cut25.jpg", "001a-cut90.jpg"}
+    for name, share in got.items():   # the share the reader reports for the same file
+        info = {}
+        jpegfreq.cube(os.path.join(cut_folder, "ant" if "25" in name else "bee", name),
+                      "24S", SIZE, info=info)
+        assert share == pytest.approx(info["decoded"]) and 0 < share < 1
+    assert got["000a-cut25.jpg"] < got["001a-cut90.jpg"]
+
+
+def test_min_decoded_skips_the_ones_below_it_naming_the_share(cut_folder):
+    ld = JpegLoader(cut_folder, batch_size=4, size=SIZE, train=False, threads=2,
+                    min_decoded=0.6)
+    _, y = _cat(_all(ld))
+    assert len(y) == 7
+    assert [os.path.basename(p) for p, _ in ld.skipped] == ["000a-cut25.jpg"]
+    assert "% of the rows the cube reads were decoded" in ld.skipped[0][1]
+    assert [os.path.basename(p) for p, _ in ld.damaged] == ["001a-cut90.jpg"]
+    with pytest.raises(ValueError, match="min_decoded"):
+        JpegLoader(cut_folder, batch_size=4, min_decoded=1.5)
