@@ -220,7 +220,7 @@ def prepare_model(args, model, ctx):
         model.to(memory_format=torch.channels_last)
     if ctx.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     return model
 
 

@@ -421,17 +421,20 @@ class JpegLoader:
     def _allocate(self):
         import torch
         count = self.prefetch + (2 if self.pin_memory else 1)
-        self._buffers = [(torch.empty((self.batch_size,) + self.shape, dtype=self.torch_dtype,
-                                      pin_memory=self.pin_memory),
-                          torch.empty(self.batch_size, dtype=torch.int64,
-                                      pin_memory=self.pin_memory),
-                          torch.empty(self.batch_size, dtype=torch.int64,
-                                      pin_memory=self.pin_memory))
-                         for _ in range(count)]
+        # normal tensors even when the first pass starts under torch.inference_mode():
+        # inference tensors could not be written by the workers' copies afterwards
+        with torch.inference_mode(False):
+            self._buffers = [(torch.empty((self.batch_size,) + self.shape,
+                                          dtype=self.torch_dtype, pin_memory=self.pin_memory),
+                              torch.empty(self.batch_size, dtype=torch.int64,
+                                          pin_memory=self.pin_memory),
+                              torch.empty(self.batch_size, dtype=torch.int64,
+                                          pin_memory=self.pin_memory))
+                             for _ in range(count)]
+            # float16: each row as torch pieces to convert into (made once, not per sample)
+            self._pieces = [[row.view(-1).split(_PIECE) for row in x]
+                            for x, _, _ in self._buffers] if self.dtype == "float16" else None
         self._arrays = [x.numpy() for x, _, _ in self._buffers]
-        # float16: each row as torch pieces to convert into (made once, not per sample)
-        self._pieces = [[row.view(-1).split(_PIECE) for row in x] for x, _, _ in self._buffers] \
-            if self.dtype == "float16" else None
         self._events = [None] * count
 
     def close(self):

@@ -537,3 +537,15 @@ def test_min_decoded_skips_the_ones_below_it_naming_the_share(cut_folder):
     assert [os.path.basename(p) for p, _ in ld.damaged] == ["001a-cut90.jpg"]
     with pytest.raises(ValueError, match="min_decoded"):
         JpegLoader(cut_folder, batch_size=4, min_decoded=1.5)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_first_pass_under_inference_mode_then_a_normal_one(folder, dtype):
+    """Buffers made inside torch.inference_mode() must still take the workers' writes later."""
+    kw = {"stats": _stats()} if dtype == "int8" else {}
+    ld = JpegLoader(folder, batch_size=4, size=SIZE, train=False, threads=2, dtype=dtype, **kw)
+    with torch.inference_mode():
+        first = [x.clone() for x, _ in ld]
+    second = [x.clone() for x, _ in ld]
+    assert len(first) == len(second) > 0
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
