@@ -178,6 +178,19 @@ def get_args_parser(add_help=True):
     a("--on-bad-image", default="skip", choices=["skip", "error"],
       help="unreadable image: skip it (counted, not replaced) or stop with its name and the "
            "reason (default: skip)")
+    a("--min-decoded", type=float, default=0.0, metavar="F",
+      help="skip truncated images of which less than this share (0..1) of the rows the cube "
+           "reads was decoded; partly decoded ones above it are kept and counted as damaged "
+           "(default: 0 = keep every partly decoded image)")
+    a("--color-jitter", type=float, nargs=4, default=None, metavar=("B", "C", "S", "H"),
+      help="training: brightness, contrast, saturation, hue ranges as torchvision's "
+           "ColorJitter takes them, applied exactly in the coefficient domain "
+           "(jpegfreq.Photometric; docs/augment.md) (default: off, the paper's recipe)")
+    a("--grayscale-p", type=float, default=0.0,
+      help="training: probability of grayscale per image (default: 0)")
+    a("--label-smoothing", type=float, default=0.0,
+      help="label smoothing of the training loss, as torch's CrossEntropyLoss takes it "
+           "(default: 0)")
     a("--max-steps", type=int, default=0,
       help="stop each training epoch after N steps, for tests (default: 0 = whole epoch)")
     a("--print-freq", type=int, default=50,
@@ -239,7 +252,10 @@ def make_loader(args, ctx, data, *, train, cs, source, size, stats, batch_size=N
                    size=size, train=train, seed=args.seed, threads=args.threads,
                    dtype=dtype or args.dtype, stats=stats, source=source, rank=ctx.rank,
                    world_size=ctx.world, classes=classes, with_index=with_index,
-                   drop_last=drop_last, pin_memory=ctx.device.type == "cuda")
+                   drop_last=drop_last, pin_memory=ctx.device.type == "cuda",
+                   min_decoded=args.min_decoded,
+                   color_jitter=args.color_jitter if train else None,
+                   grayscale_p=args.grayscale_p if train else 0.0)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"train.py: error: {e}") from None
 
@@ -364,11 +380,12 @@ def _finite_or_stop(m, epoch, step):
                                  "lower --lr")
 
 
-def _pooled(ctx, m, skipped, keys=("loss", "c1", "c5", "n", "gate")):
-    """Rank sums of a Meter reading and the skipped count, pooled (one collective)."""
-    vals = ctx.all_sum([m[k] for k in keys] + [skipped])
-    out = dict(zip(keys, vals[:-1]))
-    out["bad"] = vals[-1]
+def _pooled(ctx, m, loader, keys=("loss", "c1", "c5", "n", "gate")):
+    """Rank sums of a Meter reading and the loader's skipped and damaged counts, pooled
+    (one collective)."""
+    vals = ctx.all_sum([m[k] for k in keys] + [len(loader.skipped), len(loader.damaged)])
+    out = dict(zip(keys, vals[:-2]))
+    out["bad"], out["damaged"] = vals[-2], vals[-1]
     return out
 
 
@@ -477,13 +494,13 @@ def train_one_epoch(model, criterion, optimizers, loader, device, epoch, args, c
     elapsed = time.perf_counter() - start
     m = meter.read()
     _finite_or_stop(m, epoch, steps)
-    pooled = _pooled(ctx, m, len(loader.skipped))
+    pooled = _pooled(ctx, m, loader)
     n = max(pooled["n"], 1.0)
     return {"loss": pooled["loss"] / n, "acc1": 100 * pooled["c1"] / n,
             "acc5": 100 * pooled["c5"] / n, "images": int(pooled["n"]),
             "images_per_s": pooled["n"] / max(elapsed, 1e-9),
             "data_share": min(data_time / max(elapsed, 1e-9), 1.0),
-            "skipped_bad": int(pooled["bad"]),
+            "skipped_bad": int(pooled["bad"]), "damaged": int(pooled["damaged"]),
             "gate_open": pooled["gate"] / n if args.gate else None, "steps": steps,
             "time_s": elapsed, "rank_steps": ctx.gather(steps)}
 
@@ -533,7 +550,7 @@ def evaluate(model, criterion, loader, device, args, ctx, heatmap=None, predicti
                 pred_parts.append(logits.argmax(1))
     stop_on_bad(loader, args)
     m = meter.read()
-    pooled = _pooled(ctx, m, len(loader.skipped), keys=("loss", "c1", "c5", "n"))
+    pooled = _pooled(ctx, m, loader, keys=("loss", "c1", "c5", "n"))
     if heatmap is not None:
         if open_sum is not None:
             heatmap.open_counts += open_sum.to("cpu", torch.float64)
@@ -552,7 +569,7 @@ def evaluate(model, criterion, loader, device, args, ctx, heatmap=None, predicti
     n = max(pooled["n"], 1.0)
     return {"loss": pooled["loss"] / n, "acc1": 100 * pooled["c1"] / n,
             "acc5": 100 * pooled["c5"] / n, "images": int(pooled["n"]),
-            "skipped_bad": int(pooled["bad"])}
+            "skipped_bad": int(pooled["bad"]), "damaged": int(pooled["damaged"])}
 
 
 # ---------------------------------------------------------------------------
@@ -877,7 +894,8 @@ def log_epoch(args, ctx, log_path, epoch, t, val, lr_now):
               "train_acc5": t["acc5"], "val_loss": val["loss"], "val_acc1": val["acc1"],
               "val_acc5": val["acc5"], "images_per_s": t["images_per_s"],
               "data_share": t["data_share"], "skipped_bad": t["skipped_bad"],
-              "val_skipped_bad": val["skipped_bad"], "lr": lr_now, "steps": t["steps"],
+              "val_skipped_bad": val["skipped_bad"], "damaged": t["damaged"],
+              "val_damaged": val["damaged"], "lr": lr_now, "steps": t["steps"],
               "images": t["images"], "time_s": t["time_s"]}
     if args.gate:
         record["gate_open"] = t["gate_open"]
@@ -888,6 +906,9 @@ def log_epoch(args, ctx, log_path, epoch, t, val, lr_now):
     gate = f", gate open {100 * t['gate_open']:.1f}%" if args.gate else ""
     bad = f", skipped {t['skipped_bad']} bad image(s)" if t["skipped_bad"] else ""
     vbad = f", skipped {val['skipped_bad']} bad val image(s)" if val["skipped_bad"] else ""
+    if t["damaged"] or val["damaged"]:
+        vbad += (f", {t['damaged']} train + {val['damaged']} val damaged image(s) (partly "
+                 "decoded, kept)")
     ctx.log(f"epoch {epoch + 1}/{args.epochs}: train loss {t['loss']:.3f} top1 {t['acc1']:.1f} "
             f"top5 {t['acc5']:.1f} | val loss {val['loss']:.3f} top1 {val['acc1']:.1f} "
             f"top5 {val['acc5']:.1f} | {t['images_per_s']:.1f} img/s, data "
@@ -938,7 +959,8 @@ def run_train(args, ctx):
     run = build_training(args, ctx, cs, num_classes, ckpt,
                          getattr(train_loader_, "int8_scale", None))
     del ckpt
-    criterion = nn.CrossEntropyLoss()
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    val_criterion = nn.CrossEntropyLoss()     # validation loss without smoothing
 
     log_path = os.path.join(out_dir, "log.jsonl")
     if ctx.main:
@@ -962,7 +984,7 @@ def run_train(args, ctx):
             t = train_one_epoch(run.model, criterion, run.optimizers, train_loader_, device,
                                 epoch, args, ctx, run.scaler)
             one_model(ctx, run, t["rank_steps"])
-            val = evaluate(run.module, criterion, val_loader, device, args, ctx)
+            val = evaluate(run.module, val_criterion, val_loader, device, args, ctx)
             lr_now = run.optimizer.param_groups[0]["lr"]
             run.scheduler.step()
             is_best = val["acc1"] > run.best_acc1
@@ -972,10 +994,10 @@ def run_train(args, ctx):
                 save_epoch(args, run, base, epoch, is_best)
             ctx.barrier()
         if args.gate:
-            heatmap_pass(args, ctx, run, criterion, val_loader)
+            heatmap_pass(args, ctx, run, val_criterion, val_loader)
         if args.predictions:
             predictions = {}
-            evaluate(run.module, criterion, val_loader, device, args, ctx,
+            evaluate(run.module, val_criterion, val_loader, device, args, ctx,
                      predictions=predictions, desc="predictions")
             if ctx.main:
                 write_predictions(args.predictions, val_loader, predictions)

@@ -155,6 +155,47 @@ def test_bad_images_are_skipped_counted_not_replaced(data_with_bad, tmp_path, ca
     assert "skipped 2 bad image(s)" in capsys.readouterr().out
 
 
+@pytest.fixture
+def data_with_cut(data, tmp_path):
+    """Two validation images cut inside their entropy-coded data (25% and 90% of it): the
+    eval crop reads rows on both sides of either cut (a training crop might not)."""
+    from jpeg_factory import damaged, make_jpeg
+    root = tmp_path / "cut-data"
+    shutil.copytree(data, root)
+    folder = root / "val" / "rings"
+    # sequential: a progressive file cut between two scans reads as whole (docs/reliability.md)
+    cuts = dict(damaged(make_jpeg("baseline-420", 256, 200)))
+    (folder / "cut25.jpg").write_bytes(cuts["truncated-25pct"])
+    (folder / "cut90.jpg").write_bytes(cuts["truncated-90pct"])
+    return str(root)
+
+
+def test_partly_decoded_images_are_counted_damaged_and_min_decoded_skips(data_with_cut,
+                                                                          tmp_path, capsys):
+    # 8 good + 2 cut val images
+    run_inproc(small(data_with_cut, tmp_path / "keep"))
+    log = read_log(tmp_path / "keep")[0]
+    assert log["val_damaged"] == 2 and log["val_skipped_bad"] == 0 and log["damaged"] == 0
+    assert "0 train + 2 val damaged image(s)" in capsys.readouterr().out
+    run_inproc(small(data_with_cut, tmp_path / "min", "--min-decoded", "0.6"))
+    log = read_log(tmp_path / "min")[0]
+    assert log["val_damaged"] == 1 and log["val_skipped_bad"] == 1
+
+
+def test_colour_jitter_grayscale_and_label_smoothing_train(data, tmp_path):
+    """The recipe flags reach the loader and the loss: a run with them learns something
+    different from the plain run on the same seed."""
+    run_inproc(small(data, tmp_path / "plain"))
+    run_inproc(small(data, tmp_path / "jit", "--color-jitter", "0.4", "0.4", "0.4", "0.1",
+                     "--grayscale-p", "0.5", "--label-smoothing", "0.1"))
+    a, b = read_log(tmp_path / "plain")[0], read_log(tmp_path / "jit")[0]
+    assert a["steps"] == b["steps"] > 0
+    assert a["train_loss"] != b["train_loss"]
+    ckpt = load_checkpoint(str(tmp_path / "jit" / "checkpoint.pth"))
+    assert ckpt["args"]["color_jitter"] == [0.4, 0.4, 0.4, 0.1]
+    assert ckpt["args"]["label_smoothing"] == 0.1
+
+
 def test_bad_image_error_stops_naming_the_file(data_with_bad, tmp_path):
     r = run_cli(small(data_with_bad, tmp_path, "--on-bad-image", "error", "--threads", "1",
                       "--max-steps", "0", "--batch-size", "7"))
