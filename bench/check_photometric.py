@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import jpegfreq  # noqa: E402
 from jpegfreq.geometry import block_dct, block_idct, eval_geometry, sample_train  # noqa: E402
 from jpegfreq.photometric import Photometric, adjust_rgb  # noqa: E402
-from jpegfreq.pipeline import _RGB2YCC  # noqa: E402
+from jpegfreq.photometric import RGB_TO_YCBCR  # noqa: E402
 
 OPS = [
     ("none", Photometric()),
@@ -56,7 +56,7 @@ def decoded_rgb(f, g):
     ycc = np.stack([block_idct(np.moveaxis(full[64 * c:64 * (c + 1)], 0, -1))
                     for c in range(3)])
     ycc[0] += 128.0
-    rgb = np.einsum("ij,jhw->ihw", np.linalg.inv(_RGB2YCC.astype(np.float64)), ycc) / 255.0
+    rgb = np.einsum("ij,jhw->ihw", np.linalg.inv(RGB_TO_YCBCR.astype(np.float64)), ycc) / 255.0
     return np.clip(rgb, 0.0, 1.0).astype(np.float32)
 
 
@@ -79,7 +79,7 @@ def torchvision_rgb(rgb, p):
 
 def rgb_to_cube(rgb, cs):
     """(3, H, W) RGB in [0, 1] -> the kept channels of the block DCT of its YCbCr."""
-    ycc = np.einsum("ij,jhw->ihw", _RGB2YCC, rgb * 255.0)
+    ycc = np.einsum("ij,jhw->ihw", RGB_TO_YCBCR, rgb * 255.0)
     ycc[0] -= 128.0                    # chroma rows of the matrix are already centred
     out = np.empty((cs.count, rgb.shape[1] // 8, rgb.shape[2] // 8), np.float32)
     for i, (c, k) in enumerate(zip(cs.component_of, cs.k)):

@@ -171,16 +171,70 @@ def _parse_custom(spec):
     return chosen
 
 
-def _load_heatmap(path):
-    """Heat map file -> {global index: open frequency} (jpegfreq.heatmap's one reader)."""
-    from .heatmap import load_heatmap   # lazy: jpegfreq.heatmap imports this module
+def read_heatmap_json(name):
+    """The JSON of a heat-map file; ValueError naming the file when it is not JSON text."""
+    with open(name, "rb") as f:
+        raw = f.read()
     try:
-        freq = load_heatmap(path)
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{name}: not a heat map: not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{name}: not a heat map: malformed JSON ({e.msg} at line {e.lineno} "
+                         f"column {e.colno})") from None
+    except RecursionError:
+        raise ValueError(f"{name}: not a heat map: JSON nested too deeply") from None
+
+
+def heatmap_frequencies(d) -> np.ndarray:
+    """(192,) open frequencies of a heat-map dict ({"channels": [...], "frequency": [...]}
+    or the plain {"Y0": 0.9, ...}); NaN for channels it lacks; ValueError saying what is
+    wrong.  jpegfreq.heatmap (load_heatmap) and the "top N of FILE" sets both read with it."""
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a JSON object, not {type(d).__name__}")
+    if "frequency" not in d:
+        if not d or "channels" in d or "samples" in d or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in d.values()):
+            raise ValueError("'frequency' is missing (and it is not a {\"Y0\": 0.9, ...} "
+                             "map of channel names either)")
+        d = {"channels": list(d), "frequency": list(d.values())}   # the plain form
+    freq = d["frequency"]
+    if not isinstance(freq, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in freq):
+        raise ValueError("'frequency' must be a list of numbers")
+    names = d.get("channels")
+    if names is None:
+        names = list([channel_name(g) for g in range(FULL)])
+    elif not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError("'channels' must be a list of channel names")
+    if len(names) != len(freq):
+        raise ValueError(f"{len(names)} channel names for {len(freq)} values")
+    out = np.full(192, np.nan)
+    for n, v in zip(names, freq):
+        g = parse_channel_name(n)
+        if not np.isnan(out[g]):
+            raise ValueError(f"channel {n} appears twice")
+        v = float(v)
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"channel {n}: open frequency {v} is outside 0..1")
+        out[g] = v
+    return out
+
+
+def _load_heatmap(path):
+    """Heat map file -> {global index: open frequency} (the reader jpegfreq.heatmap uses too)."""
+    name = os.fspath(path)
+    try:
+        raw = read_heatmap_json(name)
     except OSError as e:
-        raise ValueError(f"cannot read heat map {os.fspath(path)!r}: {e.strerror or e}") from None
+        raise ValueError(f"cannot read heat map {name!r}: {e.strerror or e}") from None
+    try:
+        freq = heatmap_frequencies(raw)
+    except ValueError as e:
+        raise ValueError(f"{name}: not a heat map: {e}") from None
     scores = {g: float(v) for g, v in enumerate(freq) if not math.isnan(v)}
     if not scores:
-        raise ValueError(f"heat map {os.fspath(path)!r} holds no channels")
+        raise ValueError(f"heat map {name!r} holds no channels")
     return scores
 
 

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .channels import ChannelSet, parse_channel_name
+from .channels import heatmap_frequencies, read_heatmap_json
 
 __all__ = ["load_heatmap", "frequency_grid", "summarize", "plot_heatmap", "main"]
 
@@ -38,57 +38,11 @@ def _load(src):
     name = "heat map"
     if not isinstance(src, dict):
         name = os.fspath(src)
-        src = _read_json(name)
+        src = read_heatmap_json(name)
     try:
-        return src, _frequencies(src)
+        return src, heatmap_frequencies(src)
     except ValueError as e:
         raise ValueError(f"{name}: not a heat map: {e}") from None
-
-
-def _read_json(name):
-    with open(name, "rb") as f:
-        raw = f.read()
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{name}: not a heat map: not UTF-8 text (byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{name}: not a heat map: malformed JSON ({e.msg} at line {e.lineno} "
-                         f"column {e.colno})") from None
-    except RecursionError:
-        raise ValueError(f"{name}: not a heat map: JSON nested too deeply") from None
-
-
-def _frequencies(d) -> np.ndarray:
-    if not isinstance(d, dict):
-        raise ValueError(f"expected a JSON object, not {type(d).__name__}")
-    if "frequency" not in d:
-        if not d or "channels" in d or "samples" in d or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in d.values()):
-            raise ValueError("'frequency' is missing (and it is not a {\"Y0\": 0.9, ...} "
-                             "map of channel names either)")
-        d = {"channels": list(d), "frequency": list(d.values())}   # the plain form
-    freq = d["frequency"]
-    if not isinstance(freq, list) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in freq):
-        raise ValueError("'frequency' must be a list of numbers")
-    names = d.get("channels")
-    if names is None:
-        names = list(ChannelSet.parse("192").names)
-    elif not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ValueError("'channels' must be a list of channel names")
-    if len(names) != len(freq):
-        raise ValueError(f"{len(names)} channel names for {len(freq)} values")
-    out = np.full(192, np.nan)
-    for n, v in zip(names, freq):
-        g = parse_channel_name(n)
-        if not np.isnan(out[g]):
-            raise ValueError(f"channel {n} appears twice")
-        v = float(v)
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"channel {n}: open frequency {v} is outside 0..1")
-        out[g] = v
-    return out
 
 
 def frequency_grid(freq) -> np.ndarray:

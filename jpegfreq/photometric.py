@@ -57,6 +57,11 @@ _LUMA = (0.299, 0.587, 0.114)
 
 _FACTORS = ("brightness", "contrast", "saturation")
 
+#: JFIF's full-range RGB -> YCbCr matrix (libjpeg's, without the +128 on chroma)
+RGB_TO_YCBCR = np.array([[0.299, 0.587, 0.114],
+                     [-0.168735892, -0.331264108, 0.5],
+                     [0.5, -0.418687589, -0.081312411]], np.float32)
+
 
 def _number(name, v) -> float:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
@@ -429,8 +434,7 @@ def adjust_rgb(p: Optional[Photometric], rgb: np.ndarray) -> np.ndarray:
         return x
     if x.ndim != 3 or x.shape[0] != 3:
         raise ValueError(f"rgb must be (3, H, W), got shape {x.shape}")
-    from .pipeline import _RGB2YCC
-    fwd = _RGB2YCC.astype(np.float64)
+    fwd = RGB_TO_YCBCR.astype(np.float64)
     inv = np.linalg.inv(fwd)
     luma = np.asarray(_LUMA, np.float64)
     # Each op is affine on RGB: compose them into one 3x3 matrix and an offset.

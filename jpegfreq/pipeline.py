@@ -26,7 +26,7 @@ import numpy as np
 from . import _jpegfreq
 from .channels import ChannelSet
 from .errors import JpegError
-from .photometric import Photometric, adjust_planes, adjust_rgb, coefficient_plan
+from .photometric import RGB_TO_YCBCR, Photometric, adjust_planes, adjust_rgb, coefficient_plan
 from .geometry import (Geometry, block_dct, displayed_size, eval_geometry, orient_plane,
                        resample_plane)
 from .reader import _limit, account_share, source_name, stored_rows, translate
@@ -238,9 +238,6 @@ def _turbojpeg():
 
 
 # JFIF full-range BT.601
-_RGB2YCC = np.array([[0.299, 0.587, 0.114],
-                     [-0.168735892, -0.331264108, 0.5],
-                     [0.5, -0.418687589, -0.081312411]], np.float32)
 
 
 def decode_planes(src, max_pixels=None, exif=False, damage: Optional[dict] = None):
@@ -303,7 +300,7 @@ def _pillow_planes(s: Source, ycbcr: bool):
             rgb = np.asarray(im, np.float32)
     except Exception as e:
         raise JpegError(s.name, f"cannot decode: {e}") from None
-    ycc = rgb @ _RGB2YCC.T
+    ycc = rgb @ RGB_TO_YCBCR.T
     ycc[..., 1:] += 128.0
     return [np.ascontiguousarray(ycc[..., i]) for i in range(3)], [(1, 1)] * 3
 

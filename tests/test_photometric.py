@@ -215,7 +215,7 @@ def test_rgb_ops_are_torchvisions_where_nothing_clamps(p):
 
 def test_hue_turns_the_same_way_as_torchvision_but_keeps_luma():
     x = _smooth_rgb(1)
-    ycc = jpegfreq.pipeline._RGB2YCC
+    ycc = jpegfreq.photometric.RGB_TO_YCBCR
     for h in (0.04, -0.04, 0.1):
         ours = adjust_rgb(Photometric(hue=h), x)
         same = TF.adjust_hue(torch.from_numpy(x), h).numpy()
@@ -377,7 +377,7 @@ def _decoded_rgb(data, g):
     full = jpegfreq.cube(data, "192", geometry=g, source="spatial")
     ycc = np.stack(_idct_planes(full)).astype(np.float64)
     ycc[0] += LEVEL
-    inv = np.linalg.inv(jpegfreq.pipeline._RGB2YCC.astype(np.float64))
+    inv = np.linalg.inv(jpegfreq.photometric.RGB_TO_YCBCR.astype(np.float64))
     return (np.einsum("ij,jhw->ihw", inv, ycc) / 255.0).astype(np.float32)
 
 
@@ -392,7 +392,7 @@ def _torchvision(rgb, p):
 
 
 def _rgb_cube(rgb, cs):
-    ycc = np.einsum("ij,jhw->ihw", jpegfreq.pipeline._RGB2YCC, rgb * 255.0)
+    ycc = np.einsum("ij,jhw->ihw", jpegfreq.photometric.RGB_TO_YCBCR, rgb * 255.0)
     ycc[0] -= 128.0
     out = np.empty((cs.count, rgb.shape[1] // 8, rgb.shape[2] // 8), np.float32)
     for i, (c, k) in enumerate(zip(cs.component_of, cs.k)):
