@@ -240,15 +240,18 @@ def _find_gate(model_or_gate):
 
 
 @torch.no_grad()
-def accumulate_heatmap(model_or_gate, loader, device="cpu"):
+def accumulate_heatmap(model_or_gate, loader, device=None):
     """Open frequency per channel over a loader; returns a HeatmapAccumulator.
 
     model_or_gate: a ChannelGate or a model containing exactly one (e.g. GatedModel); only
     the gate runs, in eval mode (its eval_mode decides threshold vs sample), and its
     train/eval state is restored afterwards. loader: yields cubes (N, C, H, W) or tuples
-    whose first item is the cube. device (default "cpu").
+    whose first item is the cube. device: where the batches go (default: the device of the
+    gate's parameters, so a CUDA model gets CUDA batches).
     """
     gate = _find_gate(model_or_gate)
+    if device is None:
+        device = next(gate.parameters()).device
     was_training = gate.training
     gate.eval()
     heatmap = HeatmapAccumulator(gate.num_channels)

@@ -559,3 +559,24 @@ def test_gate_channel_names_come_from_the_channel_set():
     from jpegfreq.models import default_channel_names
     assert default_channel_names(192) == list(ChannelSet.parse("192").names)
     assert default_channel_names(3) == ["0", "1", "2"]
+
+
+def test_accumulate_heatmap_sends_batches_to_the_gates_device(monkeypatch):
+    """Without device=, batches go where the gate's parameters are (a CUDA model gets CUDA
+    batches), shown with a stand-in Tensor.to that records its target."""
+    model = _gated(192)
+    seen = []
+    real_to = torch.Tensor.to
+
+    def to(self, *a, **kw):
+        seen.append(a[0] if a else kw.get("device"))
+        return real_to(self, *a, **kw)
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    accumulate_heatmap(model, [torch.randn(2, 192, 8, 8)])
+    # the batch's move comes first: to the parameters' device object, not a fixed "cpu"
+    assert isinstance(seen[0], torch.device)
+    assert seen[0] == next(model.gate.parameters()).device
+    seen.clear()
+    accumulate_heatmap(model, [torch.randn(2, 192, 8, 8)], device="cpu")
+    assert seen[0] == "cpu"
