@@ -27,6 +27,7 @@ __all__ = [
     "ALL_CASES",
     "CASES",
     "DAMAGE_OUTCOME",
+    "READER_OUTCOME",
     "FrameHeader",
     "UNSUPPORTED_CASES",
     "cjpeg",
@@ -435,7 +436,7 @@ DAMAGE_OUTCOME = {
     "no-soi": "fail",
     "truncated-after-soi": "fail",
     "truncated-in-header": "fail",
-    "truncated-after-sos": "fail",     # no entropy-coded data: nothing to decode
+    "truncated-after-sos": "warn",
     "truncated-25pct": "warn",
     "truncated-50pct": "warn",
     "truncated-90pct": "warn",
@@ -456,6 +457,10 @@ DAMAGE_OUTCOME = {
     "bogus-dqt-index": "fail",
     "sos-unknown-component": "fail",
 }
+
+#: What jpegfreq's reader does with each variant where it differs from libjpeg (above): a file
+#: whose entropy-coded data is missing altogether is an error, not a grey image with warnings.
+READER_OUTCOME = dict(DAMAGE_OUTCOME, **{"truncated-after-sos": "fail"})
 
 
 def damaged(data, seed=0):

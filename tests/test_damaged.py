@@ -275,9 +275,9 @@ def variants(base):
     out = []
     for seed in (0, 1):
         for name, value in F.damaged(data, seed):
-            if seed == 1 and F.DAMAGE_OUTCOME[name] != "any":
+            if seed == 1 and F.READER_OUTCOME[name] != "any":
                 continue  # only the seeded header flips differ between seeds
-            out.append((f"damaged-s{seed}-{name}", value, _OUTCOME[F.DAMAGE_OUTCOME[name]]))
+            out.append((f"damaged-s{seed}-{name}", value, _OUTCOME[F.READER_OUTCOME[name]]))
     out += truncations(data) + bitflips(data) + bogus_fields(data) + NOT_JPEG
     ids = [v[0] for v in out]
     assert len(ids) == len(set(ids)), "duplicate variant ids"

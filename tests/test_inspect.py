@@ -12,7 +12,7 @@ import jpegfreq
 from jpegfreq import ChannelSet, JpegError
 from jpegfreq.inspect import inspect_image, main
 
-from jpeg_factory import CASES, DAMAGE_OUTCOME, UNSUPPORTED_CASES, damaged, make_jpeg
+from jpeg_factory import CASES, READER_OUTCOME, UNSUPPORTED_CASES, damaged, make_jpeg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPATIAL_CASES = {"cmyk", "ycck", "rgb-adobe"}
@@ -78,7 +78,7 @@ def test_damaged_files(tmp_path, capsys, base):
     for name, data in damaged(make_jpeg(base)):
         path = _write(tmp_path, name, data)
         status, out, err = _run(capsys, [path])
-        outcome = DAMAGE_OUTCOME[name]
+        outcome = READER_OUTCOME[name]
         if name == "png":  # a valid image, not a JPEG: described from its pixels
             assert status == 0 and "spatial: not a JPEG (PNG)" in out
         elif outcome == "fail":
