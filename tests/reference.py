@@ -48,3 +48,17 @@ def float_reference(data, geometry, cs):
         spectrum = np.einsum("ux,ixjy,vy->uvij", c8, blocks, c8, optimize=True)
         out[idx] = spectrum[ks[idx] >> 3, ks[idx] & 7]
     return out
+
+
+def pooled_rel_rms(pairs, cs):
+    """Per-component pooled relative RMS of [(got, ref)] cubes; nan for a component with no energy."""
+    comp = np.asarray(cs.component_of)
+    num, den = np.zeros(3), np.zeros(3)
+    for got, ref in pairs:
+        for c in range(3):
+            d = (got[comp == c] - ref[comp == c]).astype(np.float64)
+            r = ref[comp == c].astype(np.float64)
+            num[c] += np.sum(d * d)
+            den[c] += np.sum(r * r)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(num / den)

@@ -20,6 +20,7 @@ import jpegfreq
 from jpegfreq import ChannelSet, Geometry, SpatialFallbackWarning, eval_geometry, sample_train
 from jpegfreq.stats import Stats
 from jpeg_factory import cjpeg, make_jpeg, photo
+from reference import pooled_rel_rms
 from threads import run_in_threads
 
 # Photo-like files big enough that chroma carries energy: (width, height) per seed.
@@ -29,20 +30,6 @@ EQUIVALENCE_CASES = ["baseline-444", "baseline-422", "baseline-420", "sample-411
                      "arithmetic-420", "restart-420"]
 BOUND = (0.01, 0.02, 0.02)  # kept Y < 1%, kept chroma < 2% (pooled relative RMS)
 PRESETS = ["6S", "24S", "32S", "48S", "64S", "192", "24T", "48T", "64T"]
-
-
-def _pooled(pairs, cs):
-    """Per-component pooled relative RMS of [(got, ref)] cubes; nan for a component with no energy."""
-    comp = np.asarray(cs.component_of)
-    num, den = np.zeros(3), np.zeros(3)
-    for got, ref in pairs:
-        for c in range(3):
-            d = (got[comp == c] - ref[comp == c]).astype(np.float64)
-            r = ref[comp == c].astype(np.float64)
-            num[c] += np.sum(d * d)
-            den[c] += np.sum(r * r)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.sqrt(num / den)
 
 
 def _files(case, n=4):
@@ -66,7 +53,7 @@ def test_jpeg_coeffs_agrees_with_spatial(case, kind):
             s = jpegfreq.cube(data, cs, geometry=g, source="spatial")
             assert a.shape == s.shape == (24, 56, 56)
             pairs.append((a, s))
-    rel = _pooled(pairs, cs)
+    rel = pooled_rel_rms(pairs, cs)
     if case == "gray":
         assert rel[0] < BOUND[0]
         assert all(np.all(a[16:] == 0) and np.all(s[16:] == 0) for a, s in pairs)
@@ -80,7 +67,7 @@ def test_equivalence_holds_for_the_full_spectrum_at_mobilenet_size():
     pairs = [(jpegfreq.cube(d, cs, size=896), jpegfreq.cube(d, cs, size=896, source="spatial"))
              for d in _files("baseline-420", 2)]
     assert pairs[0][0].shape == (192, 112, 112)
-    rel = _pooled(pairs, cs)
+    rel = pooled_rel_rms(pairs, cs)
     assert np.all(rel < BOUND), rel
 
 
@@ -122,8 +109,8 @@ def test_fallback_colours_are_sensible():
         warnings.simplefilter("ignore", SpatialFallbackWarning)
         cube = {c: jpegfreq.cube(make_jpeg(c, 320, 240, seed=2), cs, size=224)
                 for c in ("rgb-adobe", "baseline-444", "cmyk", "ycck")}
-    assert np.all(_pooled([(cube["rgb-adobe"], cube["baseline-444"])], cs) < 0.05)
-    assert np.all(_pooled([(cube["cmyk"], cube["ycck"])], cs) < 0.05)
+    assert np.all(pooled_rel_rms([(cube["rgb-adobe"], cube["baseline-444"])], cs) < 0.05)
+    assert np.all(pooled_rel_rms([(cube["cmyk"], cube["ycck"])], cs) < 0.05)
 
 
 def test_fallback_notice_is_shown_once_per_process():
@@ -395,7 +382,7 @@ def test_band_cutoff_error_on_a_spectral_selection_file(tmp_path):
         # Everything is needed for 192 channels: nothing is cut.
         assert np.array_equal(jpegfreq.cube(data, "192", geometry=g, band_cutoff=True),
                               jpegfreq.cube(data, "192", geometry=g))
-    rel = _pooled(pairs, cs)
+    rel = pooled_rel_rms(pairs, cs)
     # Measured: Y about 6.4% pooled (2.5-9% per file); chroma scans are all read, so 0.
     assert 0.005 < rel[0] < 0.15, rel
     assert rel[1] == 0 and rel[2] == 0

@@ -18,6 +18,7 @@ from jpegfreq.geometry import block_dct, block_idct
 from jpegfreq.photometric import (DC_GAIN, LEVEL, Photometric, adjust_planes, adjust_rgb,
                                   apply_to_cube, coefficient_plan)
 from jpeg_factory import make_jpeg
+from reference import pooled_rel_rms  # noqa: E402
 
 OPS = {
     "brightness": Photometric(brightness=1.25),
@@ -306,17 +307,6 @@ COMPARED = ["brightness", "darker", "contrast", "contrast-up", "saturation", "de
             "hue", "hue-wide", "all"]
 
 
-def _pooled(pairs, cs):
-    comp = np.asarray(cs.component_of)
-    num, den = np.zeros(3), np.zeros(3)
-    for got, ref in pairs:
-        for c in range(3):
-            d = (got[comp == c] - ref[comp == c]).astype(np.float64)
-            num[c] += np.sum(d * d)
-            den[c] += np.sum(ref[comp == c].astype(np.float64) ** 2)
-    return np.sqrt(num / den)
-
-
 def _geometries(data, kind, rng):
     if kind == "eval":
         return [eval_geometry(448)]
@@ -339,7 +329,7 @@ def test_jpeg_coeffs_agrees_with_spatial(photos, op, kind):
         for g in _geometries(data, kind, rng):
             pairs.append((jpegfreq.cube(data, cs, geometry=g, photometric=p),
                           jpegfreq.cube(data, cs, geometry=g, source="spatial", photometric=p)))
-    rel = _pooled(pairs, cs)
+    rel = pooled_rel_rms(pairs, cs)
     assert np.all(rel < BOUND), f"{op} {kind}: pooled relative RMS Y/Cb/Cr {rel}"
     plain = jpegfreq.cube(photos["baseline-420"][0], cs, geometry=g)
     assert np.abs(pairs[-1][0] - plain).max() > 1.0 or op == "none"
@@ -350,7 +340,7 @@ def test_grayscale_op_agrees_with_spatial(photos):
     pairs = [(jpegfreq.cube(d, cs, photometric=p),
               jpegfreq.cube(d, cs, source="spatial", photometric=p))
              for d in photos["baseline-420"]]
-    assert _pooled(pairs, cs)[0] < BOUND[0]
+    assert pooled_rel_rms(pairs, cs)[0] < BOUND[0]
     assert all(np.all(a[16:] == 0) and np.abs(s[16:]).max() < 1e-3 for a, s in pairs)
 
 
@@ -418,7 +408,7 @@ def test_jpeg_coeffs_agrees_with_torchvision(p, kind):
             pairs.append((jpegfreq.cube(data, cs, geometry=g, photometric=p),
                           _rgb_cube(_torchvision(rgb, p), cs)))
     assert clamped / total < 0.002           # the files were made for it: clamping is rare
-    rel = _pooled(pairs, cs)
+    rel = pooled_rel_rms(pairs, cs)
     if p.grayscale:
         assert rel[0] < BOUND[0]
         assert all(np.all(a[16:] == 0) and np.abs(r[16:]).max() < 0.5 for a, r in pairs)
