@@ -187,7 +187,8 @@ def train_argv(args, spec, seed, folder, out):
             "--seed", str(seed), "--output-dir", os.path.abspath(folder),
             "--lr", repr(args.lr), "--batch-size", str(args.batch_size),
             "--lr-schedule", SCHEDULE["lr_schedule"],
-            "--lr-warmup-epochs", str(SCHEDULE["lr_warmup_epochs"]), "--no-progress"]
+            "--lr-warmup-epochs", str(SCHEDULE["lr_warmup_epochs"]), "--channels-last",
+            "--no-progress"]
     channels = channels_of(spec, out)
     if channels is not None:
         argv += ["--channels", channels]
