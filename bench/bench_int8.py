@@ -33,13 +33,13 @@ def main():
     folder = data_folder(p, a)
     import torch
     import jpegfreq
-    from jpegfreq.datasets import JpegFolder
+    from jpegfreq.datasets import list_samples
     from jpegfreq.loader import INT8_CLIP, JpegLoader
     from jpegfreq.stats import compute_stats
     tmp = tempfile.mkdtemp(prefix="bench-int8-")
     try:
         root = image_folder(folder, tmp)
-        files = [s for s, _ in JpegFolder(root, split=None).samples]
+        files = [s for s, _ in list_samples(root)[0]]
         fit, held = files[0::2], files[1::2]
         stats = compute_stats(fit, a.channels, a.size, progress=False)
         part = os.path.join(tmp, "held", "all")

@@ -62,8 +62,8 @@ def _peak_mib():
 
 
 def _images(folder):
-    from jpegfreq.datasets import JpegFolder
-    return JpegFolder(folder, split=None).samples
+    from jpegfreq.datasets import list_samples
+    return list_samples(folder)[0]
 
 
 def run_ceiling(a):
@@ -198,10 +198,10 @@ def image_folder(src, tmp):
 
 def repeated_folder(root, dst, times):
     """An ImageFolder of ``times`` links to every image of ``root`` (same classes)."""
-    from jpegfreq.datasets import JpegFolder
-    ds = JpegFolder(root, split=None)
-    for path, label in ds.samples:
-        d = os.path.join(dst, ds.classes[label])
+    from jpegfreq.datasets import list_samples
+    samples, classes = list_samples(root)
+    for path, label in samples:
+        d = os.path.join(dst, classes[label])
         os.makedirs(d, exist_ok=True)
         base = os.path.basename(path)
         for k in range(times):

@@ -29,7 +29,7 @@ the next batch is asked for is safe: the loader records a CUDA event when the bu
 back and waits for it before decoding into that buffer again.
 
 Reproducibility: sample ``index`` of epoch ``e`` gets its crop and flip from
-np.random.default_rng([seed, e, index]) (jpegfreq.datasets.JpegFolder.rng), and every sample
+np.random.default_rng([seed, e, index]) (jpegfreq.datasets.sample_rng), and every sample
 has a fixed row in a fixed batch, so batches are the same for any thread count.  Training
 order is a permutation drawn from (seed, epoch); evaluation order is the file order.
 
@@ -61,7 +61,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .errors import JpegError
-from .datasets import epoch_rng, sample_rng
+from .datasets import epoch_rng, list_samples, sample_rng
 from .geometry import eval_geometry, sample_train
 from .photometric import Photometric
 from .pipeline import SOURCES, channel_set, cube
@@ -87,13 +87,11 @@ def _env_int(name: str, default: int) -> int:
 
 
 class _FolderData:
-    """An ImageFolder split as (index, path, label) items; reuses JpegFolder's listing."""
+    """An ImageFolder split as (index, path, label) items (jpegfreq.datasets.list_samples)."""
 
     def __init__(self, folder, classes=None):
-        from .datasets import JpegFolder
-        self.folder = JpegFolder(folder, split=None, classes=classes)
-        self.classes = self.folder.classes
-        self.samples = self.folder.samples
+        self.folder = folder
+        self.samples, self.classes = list_samples(folder, classes)
 
     def __len__(self):
         return len(self.samples)
@@ -322,7 +320,7 @@ class JpegLoader:
         self.epoch = int(epoch)
 
     def rng(self, index: int) -> np.random.Generator:
-        """The generator of sample ``index`` in the current epoch (JpegFolder's rule)."""
+        """The generator of sample ``index`` in the current epoch (jpegfreq.datasets.sample_rng)."""
         return sample_rng(self.seed, self.epoch, index)
 
     def geometry(self, index: int, width: int, height: int):

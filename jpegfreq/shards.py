@@ -347,19 +347,19 @@ def write_shards(folder, prefix, shard_size: int = 1000, progress: bool = True) 
     and PREFIX-classes.json; returns the shard paths.  Each shard is written to a temporary
     name and renamed, so a shard that exists is complete."""
     from tqdm import tqdm
-    from .datasets import JpegFolder
+    from .datasets import list_samples
     if int(shard_size) < 1:
         raise ValueError(f"shard size must be at least 1, not {shard_size}")
-    ds = JpegFolder(folder, split=None)
+    samples, classes = list_samples(folder)
     d = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(d, exist_ok=True)
     paths, counts = [], {}
-    n_shards = -(-len(ds.samples) // shard_size)
-    with tqdm(total=len(ds.samples), unit="img", disable=not progress, file=sys.stderr,
+    n_shards = -(-len(samples) // shard_size)
+    with tqdm(total=len(samples), unit="img", disable=not progress, file=sys.stderr,
               desc="shards") as bar:
         for s in range(n_shards):
             path = f"{prefix}-{s:06d}.tar"
-            chunk = ds.samples[s * shard_size:(s + 1) * shard_size]
+            chunk = samples[s * shard_size:(s + 1) * shard_size]
 
             def write(out, s=s, chunk=chunk):
                 with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tf:
@@ -375,7 +375,7 @@ def write_shards(folder, prefix, shard_size: int = 1000, progress: bool = True) 
             atomic_write(path, write, binary=True)
             paths.append(path)
             counts[os.path.basename(path)] = len(chunk)
-    meta = {"classes": ds.classes, "shards": counts,
+    meta = {"classes": classes, "shards": counts,
             "pattern": f"{os.path.basename(prefix)}-{{{0:06d}..{n_shards - 1:06d}}}.tar"}
     index = f"{prefix}-classes.json"
     atomic_write(index, lambda f: json.dump(meta, f, indent=1))

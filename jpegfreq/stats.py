@@ -257,9 +257,9 @@ class StatsAccumulator:
 
 
 def list_images(root) -> list:
-    """Image files under root (recursive, sorted)."""
+    """Image files under root (recursive, links followed, sorted; [] when root is absent)."""
     out = []
-    for d, _, files in os.walk(root):
+    for d, _, files in os.walk(root, followlinks=True):
         for f in files:
             if f.lower().endswith(IMAGE_EXTENSIONS):
                 out.append(os.path.join(d, f))
