@@ -14,6 +14,9 @@ networks cost about the same per image and only the input differs:
     spatial-24S  --source spatial 24S, 224 crop      the paper's decode-resize-DCT flow
     gate-192     --gate over all 192 channels, seed 0 only: writes the heat map
     gate-top24   --channels "top 24 of gate-192/seed0/heatmap.json", every seed
+    coeffs-24S-int8    coeffs-24S fed as int8 cubes (--dtype int8): half RGB's uint8 bytes
+    coeffs-24S-recipe  coeffs-24S with the modern recipe (RECIPE below) instead of the
+                       paper's crop and flip alone
 
 Each run is one train.py process with its own folder OUT/ROW/seedS (train.py's log.jsonl,
 checkpoints, train.out with its output). A run whose log already holds the last epoch is not
@@ -39,14 +42,24 @@ TRAIN_PY = os.path.join(HERE, "..", "train.py")
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-# name, source, channels (None: rgb), crop size, gate, seeds ("all" or "first")
+# the recipe row's train.py flags: torchvision's reference recipe (TrivialAugment, random
+# erasing 0.1, MixUp 0.2 / CutMix 1.0, label smoothing 0.1, weight EMA) on the exact ops of the
+# cube; the EMA is updated every step with a decay that averages over about one epoch of this
+# small set (torchvision's 32 steps and 0.99998 are sized for ImageNet's 1,250 steps an epoch)
+RECIPE = ("--auto-augment", "ta_exact", "--random-erase", "0.1", "--mixup-alpha", "0.2",
+          "--cutmix-alpha", "1.0", "--label-smoothing", "0.1", "--model-ema",
+          "--model-ema-steps", "1", "--model-ema-decay", "0.985")
+
+# name, source, channels (None: rgb), crop size, gate, seeds ("all" or "first"), more flags
 ROWS = (
-    ("rgb-112", "rgb", None, 112, False, "all"),
-    ("coeffs-24S", "jpeg-coeffs", "24S", 224, False, "all"),
-    ("coeffs-64S", "jpeg-coeffs", "64S", 224, False, "all"),
-    ("spatial-24S", "spatial", "24S", 224, False, "all"),
-    ("gate-192", "jpeg-coeffs", "192", 224, True, "first"),
-    ("gate-top24", "jpeg-coeffs", "top 24 of {gate}", 224, False, "all"),
+    ("rgb-112", "rgb", None, 112, False, "all", ()),
+    ("coeffs-24S", "jpeg-coeffs", "24S", 224, False, "all", ()),
+    ("coeffs-64S", "jpeg-coeffs", "64S", 224, False, "all", ()),
+    ("spatial-24S", "spatial", "24S", 224, False, "all", ()),
+    ("gate-192", "jpeg-coeffs", "192", 224, True, "first", ()),
+    ("gate-top24", "jpeg-coeffs", "top 24 of {gate}", 224, False, "all", ()),
+    ("coeffs-24S-int8", "jpeg-coeffs", "24S", 224, False, "all", ("--dtype", "int8")),
+    ("coeffs-24S-recipe", "jpeg-coeffs", "24S", 224, False, "all", RECIPE),
 )
 ROW_NAMES = tuple(r[0] for r in ROWS)
 GATE_ROW, PICKED_ROW = "gate-192", "gate-top24"
@@ -161,7 +174,7 @@ def select_rows(text):
 def row_spec(name):
     for row in ROWS:
         if row[0] == name:
-            return dict(zip(("name", "source", "channels", "size", "gate", "seeds"), row))
+            return dict(zip(("name", "source", "channels", "size", "gate", "seeds", "extra"), row))
     raise KeyError(name)
 
 
@@ -194,7 +207,7 @@ def train_argv(args, spec, seed, folder, out):
         argv += ["--channels", channels]
     if spec["gate"]:
         argv += ["--gate", "--gate-lambda", repr(SCHEDULE["gate_lambda"])]
-    return argv
+    return argv + list(spec["extra"])
 
 
 def read_log(folder):
@@ -355,8 +368,10 @@ def collect(args, names, out, split_info):
             state = _load_run_file(folder) or {}
             images = sum(r["images"] for r in log)
             train_s = sum(r["time_s"] for r in log)
+            ema = log[-1].get("val_acc1_ema")
             runs.append({"seed": s, "folder": folder,
                          "top1": log[-1]["val_acc1"], "best_top1": max(r["val_acc1"] for r in log),
+                         **({"top1_ema": ema} if ema is not None else {}),
                          "top5": log[-1]["val_acc5"], "images_per_s": images / max(train_s, 1e-9),
                          "train_s": train_s, "wall_s": state.get("wall_s"),
                          "val_acc1_per_epoch": [r["val_acc1"] for r in log]})
@@ -366,6 +381,7 @@ def collect(args, names, out, split_info):
         top1 = [r["top1"] for r in runs]
         row = {"name": name, "source": spec["source"], "channels": channels_of(spec, out),
                "size": spec["size"], "gate": spec["gate"], "seeds": seeds,
+               "flags": list(spec["extra"]),
                "input_shape": list(shape), "layer1": layer1, "gflops": gflops,
                "top1": top1, "top1_mean": statistics.fmean(top1), "top1_std": _spread(top1),
                "top1_min": min(top1), "top1_max": max(top1),
@@ -376,7 +392,12 @@ def collect(args, names, out, split_info):
                "elements": elements,
                "bytes_uint8": elements if spec["source"] == "rgb" else None,
                "bytes_float32": 4 * elements, "bytes_float16": 2 * elements,
+               "bytes_int8": elements if "int8" in spec["extra"] else None,
                "runs": runs}
+        if all("top1_ema" in r for r in runs):
+            ema = [r["top1_ema"] for r in runs]
+            row.update(top1_ema=ema, top1_ema_mean=statistics.fmean(ema),
+                       top1_ema_std=_spread(ema))
         if spec["gate"]:
             from jpegfreq.heatmap import load_heatmap, summarize
             row["heatmap"] = heatmap_path(out)
@@ -413,6 +434,8 @@ def _count_images(data, split):
 def _bytes_cell(row):
     if row["bytes_uint8"] is not None:
         return f"{row['bytes_uint8']:,} uint8"
+    if row.get("bytes_int8") is not None:
+        return f"{row['bytes_int8']:,} int8"
     return f"{row['bytes_float32']:,} / {row['bytes_float16']:,}"
 
 
@@ -451,6 +474,11 @@ def format_table(result):
                        f"high {h['high']:.2f}")
         if "picked" in r:
             out.append(f"{r['name']} channels: {' '.join(r['picked'])}")
+        if r["flags"]:
+            out.append(f"{r['name']} adds: {' '.join(r['flags'])}")
+        if "top1_ema_mean" in r:
+            out.append(f"{r['name']} EMA weights: val top-1 {r['top1_ema_mean']:.1f} +- "
+                       f"{r['top1_ema_std']:.1f}")
     by_name = {r["name"]: r for r in result["rows"]}
     rgb = by_name.get("rgb-112")
     if rgb:

@@ -105,13 +105,13 @@ def _run(argv):
 
 def test_smoke_table_and_json_agree(data, tmp_path):
     out, js = str(tmp_path / "runs"), str(tmp_path / "result.json")
-    argv = ["--data", data, "--epochs", "1", "--seeds", "1", "--rows", "rgb-112,coeffs-24S",
-            "--batch-size", "8", "--out", out, "--json", js]
+    argv = ["--data", data, "--epochs", "1", "--seeds", "1", "--rows",
+            "rgb-112,coeffs-24S,coeffs-24S-int8", "--batch-size", "8", "--out", out, "--json", js]
     stdout = _run(argv)
     with open(js) as f:
         result = json.load(f)
     rows = {r["name"]: r for r in result["rows"]}
-    assert list(rows) == ["rgb-112", "coeffs-24S"]
+    assert list(rows) == ["rgb-112", "coeffs-24S", "coeffs-24S-int8"]
     for r in rows.values():
         assert len(r["top1"]) == 1 and 0.0 <= r["top1"][0] <= 100.0
         assert len(r["best_top1"]) == 1 and r["best_top1"][0] >= r["top1"][0]
@@ -125,6 +125,11 @@ def test_smoke_table_and_json_agree(data, tmp_path):
     assert rows["coeffs-24S"]["input_shape"] == [24, 28, 28]
     assert rows["coeffs-24S"]["bytes_float32"] == 4 * 24 * 28 * 28
     assert rows["coeffs-24S"]["bytes_float16"] == 3 * 112 * 112   # the RGB image's bytes
+    assert rows["coeffs-24S"]["bytes_int8"] is None and rows["coeffs-24S"]["flags"] == []
+    assert rows["coeffs-24S-int8"]["flags"] == ["--dtype", "int8"]
+    assert rows["coeffs-24S-int8"]["bytes_int8"] == 24 * 28 * 28       # half the RGB image's
+    with open(os.path.join(out, "coeffs-24S-int8", "seed0", learning.RUN_FILE)) as f:
+        assert json.load(f)["argv"][-2:] == ["--dtype", "int8"]
     assert result["settings"]["epochs"] == 1 and result["settings"]["train_images"] == 24
 
     # the printed table is the json's, line for line
@@ -137,7 +142,7 @@ def test_smoke_table_and_json_agree(data, tmp_path):
 
     # a second pass finds both runs finished and trains nothing
     again = _run(argv)
-    assert again.count("done before, not run again") == 2
+    assert again.count("done before, not run again") == 3
     with open(js) as f:
         second = json.load(f)
     assert [r["top1"] for r in second["rows"]] == [r["top1"] for r in result["rows"]]
