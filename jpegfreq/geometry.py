@@ -12,7 +12,13 @@ There is one implementation of the weights (csrc/jf_resample.c):
 - chroma upsampling: the triangle libjpeg's fancy upsampling uses (3/4, 1/4
   for a factor of 2), generalised to any integer factor;
 - flip: reversing the output axis;
-- EXIF orientation (off by default): transposes and flips of the source.
+- EXIF orientation (off by default): transposes and flips of the source;
+- a further orientation of the output (``Geometry.orientation``, default 1 = none):
+  a quarter turn, half turn, transpose or flip of the resized crop, after the flip
+  (jpegfreq.augment's rotations).  The jpeg-coeffs path folds it, the file's EXIF
+  orientation and the flip into one orientation of the source and a moved box
+  (:func:`compose_orientations`, :func:`orient_box`); the spatial and rgb paths
+  apply it to the resized planes with :func:`orient_plane`.
 
 Eval geometry: resize the short side to ``resize`` (default size * 8 / 7: 512
 for 448, 1024 for 896, 256 for 224) and centre-crop ``size``.  Train geometry:
@@ -37,6 +43,13 @@ class Geometry:
     box: (x0, y0, x1, y1) in source pixels of the displayed image, or None for
     the eval rule (resize the short side to ``resize``, centre crop).
     flip: mirror horizontally.  exif: apply the file's EXIF orientation first.
+    orientation: an EXIF-style value 1..8 applied to the output after the flip
+    (1 = none, the default; 6 = a quarter turn clockwise, 3 = a half turn, 8 = a
+    quarter turn anticlockwise, 5 = transpose, 7 = transverse, 2 / 4 = mirror
+    horizontally / vertically): the output is orientation(flip(resized crop)), in that
+    order after the file's own EXIF orientation.  out_h x out_w is the size of the
+    result; with a transposing value (5..8) the resized crop is out_w high and out_h
+    wide (``crop_size``).
     """
 
     out_h: int = 448
@@ -45,8 +58,15 @@ class Geometry:
     resize: int = 512
     flip: bool = False
     exif: bool = False
+    orientation: int = 1
 
     def __post_init__(self):
+        o = self.orientation
+        if isinstance(o, (bool, np.bool_)) or not isinstance(o, (int, np.integer)):
+            raise TypeError(f"Geometry orientation must be an int 1..8, not {type(o).__name__}")
+        if not 1 <= o <= 8:
+            raise ValueError(f"Geometry orientation must be 1..8 (EXIF's values), got {o}")
+        object.__setattr__(self, "orientation", int(o))
         if self.out_h <= 0 or self.out_w <= 0 or self.out_h % 8 or self.out_w % 8:
             raise ValueError(f"output size {self.out_h}x{self.out_w} must be positive multiples of 8")
         if self.box is not None:
@@ -60,11 +80,20 @@ class Geometry:
     def size(self) -> Tuple[int, int]:
         return self.out_h, self.out_w
 
+    @property
+    def crop_size(self) -> Tuple[int, int]:
+        """(height, width) in pixels of the resized crop before ``orientation``: out_w x out_h
+        (swapped) when it transposes, else (out_h, out_w)."""
+        if self.orientation >= 5:
+            return self.out_w, self.out_h
+        return self.out_h, self.out_w
+
     def box_for(self, width: int, height: int) -> Box:
         """The crop box in displayed source pixels for an image of width x height."""
         if self.box is not None:
             return tuple(float(v) for v in self.box)
-        return _jpegfreq.eval_box(int(width), int(height), self.resize, self.out_h, self.out_w)
+        ch, cw = self.crop_size
+        return _jpegfreq.eval_box(int(width), int(height), self.resize, ch, cw)
 
     def scaled(self, factor: int) -> "Geometry":
         """The same source box at factor x the output pixels (used for H/4 detection cubes)."""
@@ -74,7 +103,8 @@ class Geometry:
     def to_dict(self):
         return {"out_h": self.out_h, "out_w": self.out_w,
                 "box": None if self.box is None else list(self.box),
-                "resize": self.resize, "flip": self.flip, "exif": self.exif}
+                "resize": self.resize, "flip": self.flip, "exif": self.exif,
+                "orientation": self.orientation}
 
     @classmethod
     def from_dict(cls, d):
@@ -145,6 +175,39 @@ def displayed_size(width: int, height: int, orientation: int) -> Tuple[int, int]
     return (height, width) if orientation_ops(orientation)[0] else (width, height)
 
 
+def _composition_table():
+    """table[a][b]: the orientation equal to applying a, then b (found on a 2x3 plane whose
+    eight orientations all differ)."""
+    plane = np.arange(6).reshape(2, 3)
+    images = {o: orient_plane(plane, o) for o in range(1, 9)}
+    table = [[0] * 9 for _ in range(9)]
+    for a in range(1, 9):
+        for b in range(1, 9):
+            both = orient_plane(images[a], b)
+            table[a][b] = next(o for o, im in images.items()
+                               if im.shape == both.shape and np.array_equal(im, both))
+    return table
+
+
+def compose_orientations(first: int, then: int) -> int:
+    """The EXIF orientation value equal to orientation ``first`` followed by ``then``."""
+    return _COMPOSE[int(first)][int(then)]
+
+
+def orient_box(box: Box, orientation: int, width: int, height: int) -> Box:
+    """Where box (x0, y0, x1, y1) of a width x height image lies once the image has the
+    orientation applied (the same transpose and flips as :func:`orient_plane`)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    t, fh, fv = orientation_ops(orientation)
+    if t:
+        x0, y0, x1, y1, width, height = y0, x0, y1, x1, height, width
+    if fh:
+        x0, x1 = width - x1, width - x0
+    if fv:
+        y0, y1 = height - y1, height - y0
+    return x0, y0, x1, y1
+
+
 def orient_plane(plane: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation to a 2-D plane (pixel domain; the spatial reference)."""
     t, fh, fv = orientation_ops(orientation)
@@ -155,6 +218,9 @@ def orient_plane(plane: np.ndarray, orientation: int) -> np.ndarray:
     if fv:
         plane = plane[::-1, :]
     return np.ascontiguousarray(plane)
+
+
+_COMPOSE = _composition_table()
 
 
 # ---------------------------------------------------------------------------

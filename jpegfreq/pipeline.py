@@ -27,8 +27,8 @@ from . import _jpegfreq
 from .channels import ChannelSet
 from .errors import JpegError
 from .photometric import RGB_TO_YCBCR, Photometric, adjust_planes, adjust_rgb, coefficient_plan
-from .geometry import (Geometry, block_dct, displayed_size, eval_geometry, orient_plane,
-                       resample_plane)
+from .geometry import (Geometry, block_dct, compose_orientations, displayed_size,
+                       eval_geometry, orient_box, orient_plane, resample_plane)
 from .reader import _limit, account_share, source_name, stored_rows, translate
 from .source import Source, read_source
 
@@ -113,6 +113,9 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
     source: "jpeg-coeffs" (default; compressed domain, no IDCT), "spatial" (decode,
         resize, block DCT: the paper's flow) or "rgb" (3, size, size) pixels in [0, 1].
     geometry: None = eval geometry for ``size``; else a Geometry (e.g. sample_train's).
+        Its ``orientation`` (a quarter turn, transpose, ... of the output) costs nothing
+        extra on jpeg-coeffs: it is folded with the EXIF orientation and the flip into the
+        operator's own orientation and box; spatial and rgb orient the resized planes.
     stats: None = unnormalized coefficients; else a jpegfreq.stats.Stats folded in as
         (x - mean) / std by the operator (Stats.check: channel set, source, geometry).
     dtype: "float32" (default) or "float16" (24S float16 is exactly RGB 224's uint8 bytes).
@@ -164,6 +167,11 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
     scale, offset = _scale_offset(stats, cs, source, geometry)
     plan = coefficient_plan(photometric, cs, scale, offset)   # identity: cs, scale, offset
     req = plan.request
+    box, flip, orientation = geometry.box, geometry.flip, -1 if geometry.exif else 0
+    if geometry.orientation != 1:
+        src = src if isinstance(src, Source) else read_source(src, max_pixels)
+        box, orientation = _oriented_request(src, geometry)
+        flip = False
     if isinstance(src, Source):
         name, arg = src.name, src.data
     else:
@@ -173,8 +181,7 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
     try:
         res, warns, extent = _jpegfreq.cube(
             arg, req.component_of, req.k, geometry.out_h, geometry.out_w, plan.scale,
-            plan.offset,
-            geometry.box, geometry.resize, geometry.flip, -1 if geometry.exif else 0,
+            plan.offset, box, geometry.resize, flip, orientation,
             _limit(max_pixels), bool(strict), bool(band_cutoff), out=direct, extent=True)
     except _jpegfreq.Error as e:
         if e.args[0] != _jpegfreq.ERR_NEEDS_SPATIAL:
@@ -185,6 +192,33 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
                                     photometric=photometric, **report), dt, out)
     _report(name, warns, extent, None, **report)
     return _finish(plan.finish(res), dt, out)
+
+
+#: EXIF orientation value of a horizontal mirror
+_MIRROR = 2
+
+
+def _oriented_request(s: Source, geometry: Geometry):
+    """(box, orientation) for the C operator of a geometry with an output orientation.
+
+    The output is A(F(crop(E(stored)))) with E the file's orientation (when exif), F the
+    flip and A geometry.orientation.  Flips and transposes of an image commute with a crop
+    and resize once the box is moved with the image, so this is crop'(G(E(stored))) with
+    G = A after F: the operator gets the orientation "E, then G" and the box mapped by G,
+    and no separate flip."""
+    file_o = s.orientation if geometry.exif else 1
+    w, h = displayed_size(s.width, s.height, file_o)
+    g = compose_orientations(_MIRROR if geometry.flip else 1, geometry.orientation)
+    box = orient_box(geometry.box_for(w, h), g, w, h)
+    return box, compose_orientations(file_o, g)
+
+
+def _orient_output(planes, orientation: int):
+    """The resized planes (a list, or a (C, H, W) array) with the output orientation applied."""
+    if orientation == 1:
+        return planes
+    oriented = [orient_plane(p, orientation) for p in planes]
+    return np.stack(oriented) if isinstance(planes, np.ndarray) else oriented
 
 
 def _as_photometric(p) -> Optional[Photometric]:
@@ -323,13 +357,18 @@ def spatial_cube(src, channels, geometry: Optional[Geometry] = None, stats=None,
     box = geometry.box_for(w, h)
     _report_box(damage, box, geometry.exif, strict, warnings_out, info)
     oh, ow = geometry.out_h, geometry.out_w
+    ch, cw = geometry.crop_size          # before the output orientation
     out = np.empty((cs.count, oh // 8, ow // 8), np.float32)
     comp_of, ks = np.asarray(cs.component_of), np.asarray(cs.k)
+
+    def resampled(c):
+        pix = resample_plane(planes[c] - 128.0, h, w, *factors[c], box, ch, cw, geometry.flip)
+        return _orient_output([pix], geometry.orientation)[0]
+
     pixels = {}
     if photometric is not None:    # the ops mix components: resample every plane first
-        resampled = [resample_plane(planes[c] - 128.0, h, w, *factors[c], box, oh, ow,
-                                    geometry.flip) for c in range(len(planes))]
-        pixels = dict(enumerate(adjust_planes(photometric, resampled)))
+        pixels = dict(enumerate(adjust_planes(photometric,
+                                              [resampled(c) for c in range(len(planes))])))
     for c in range(3):
         idx = np.nonzero(comp_of == c)[0]
         if len(idx) == 0:
@@ -337,10 +376,9 @@ def spatial_cube(src, channels, geometry: Optional[Geometry] = None, stats=None,
         if c >= len(planes):
             out[idx] = 0.0          # grayscale: neutral chroma
             continue
-        fv, fh = factors[c]
         pix = pixels.get(c)
         if pix is None:
-            pix = resample_plane(planes[c] - 128.0, h, w, fv, fh, box, oh, ow, geometry.flip)
+            pix = resampled(c)
         us = sorted({int(k) >> 3 for k in ks[idx]})
         vs = sorted({int(k) & 7 for k in ks[idx]})
         coefs = block_dct(pix, us, vs)
@@ -418,10 +456,13 @@ def rgb_image(src, geometry: Optional[Geometry] = None, stats=None, max_pixels=N
     h, w = rgb.shape[:2]
     box = geometry.box_for(w, h)
     _report_box(damage, box, geometry.exif, strict, warnings_out, info)
-    out = np.empty((3, geometry.out_h, geometry.out_w), np.float32)
+    orientation = getattr(geometry, "orientation", 1)
+    ch, cw = getattr(geometry, "crop_size", (geometry.out_h, geometry.out_w))
+    out = np.empty((3, ch, cw), np.float32)
     for i in range(3):
         out[i] = resample_plane(np.ascontiguousarray(rgb[..., i], np.float32), h, w, 1, 1, box,
-                                geometry.out_h, geometry.out_w, geometry.flip)
+                                ch, cw, geometry.flip)
+    out = _orient_output(out, orientation)
     out *= 1.0 / 255.0
     photometric = _as_photometric(photometric)
     if photometric is not None:
