@@ -28,8 +28,9 @@ valid until the loop asks for the next batch; keep it longer with ``copy=True`` 
 the next batch is asked for is safe: the loader records a CUDA event when the buffer is handed
 back and waits for it before decoding into that buffer again.
 
-Reproducibility: sample ``index`` of epoch ``e`` gets its crop and flip from
-np.random.default_rng([seed, e, index]) (jpegfreq.datasets.sample_rng), and every sample
+Reproducibility: sample ``index`` of epoch ``e`` gets its crop and flip, then its colour
+jitter, its policy op (auto_augment) and its erased rectangle (random_erase), in that order,
+from np.random.default_rng([seed, e, index]) (jpegfreq.datasets.sample_rng), and every sample
 has a fixed row in a fixed batch, so batches are the same for any thread count.  Training
 order is a permutation drawn from (seed, epoch); evaluation order is the file order.
 
@@ -60,6 +61,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from . import augment
 from .errors import JpegError
 from .datasets import epoch_rng, list_samples, sample_rng
 from .geometry import eval_geometry, sample_train
@@ -199,6 +201,15 @@ class JpegLoader:
         the coefficient domain (jpegfreq.Photometric, docs/augment.md); drawn after the
         crop and flip from the sample's generator (default None: no colour ops).
     grayscale_p: training only: probability of grayscale per sample (default 0).
+    auto_augment: training only: None (default) or "ta_exact", a TrivialAugment-style
+        policy of one exact op per image (colour, quarter turns and transposes, crop
+        shifts; jpegfreq.augment, docs/augment.md), drawn after the colour jitter; a colour
+        op combines with the jitter's (jpegfreq.augment.combine).
+    random_erase: training only: probability per sample of erasing one rectangle of the
+        output with torchvision RandomErasing's rule (scale (0.02, 0.33), ratio (0.3, 3.3),
+        value 0: the channel mean when stats normalise), on whole cube cells (every channel
+        of them; pixels for rgb), drawn last; written into the batch row after the decode
+        (default 0: never).
     min_decoded: skip truncated images of which less than this share of the rows the cube
         reads was decoded (default 0: keep every partly decoded one; they are listed in
         ``damaged``).
@@ -222,7 +233,8 @@ class JpegLoader:
                  prefetch: int = 2, rank: Optional[int] = None,
                  world_size: Optional[int] = None, copy: bool = False, classes=None,
                  shuffle_buffer: int = 1000, with_index: bool = False, color_jitter=None,
-                 grayscale_p: float = 0.0, min_decoded: float = 0.0):
+                 grayscale_p: float = 0.0, min_decoded: float = 0.0,
+                 random_erase: float = 0.0, auto_augment: Optional[str] = None):
         import torch
         from .serving import _default_threads
         from .stats import Stats
@@ -258,6 +270,8 @@ class JpegLoader:
         self.stats = stats
         self.with_index = bool(with_index)
         self.color_jitter, self.grayscale_p = _jitter(color_jitter, grayscale_p)
+        self.random_erase = augment.check_erase_p(random_erase)
+        self.auto_augment = augment.check_policy(auto_augment)
         self.min_decoded = float(min_decoded)
         if not 0.0 <= self.min_decoded <= 1.0:
             raise ValueError(f"min_decoded is a share of the image, 0..1, not {min_decoded}")
@@ -280,6 +294,7 @@ class JpegLoader:
             self.shape = (3, self.size, self.size)
         else:
             self.shape = (self.channels.count, self.size // 8, self.size // 8)
+        self._grid = self.shape[1:]        # what random erasing places its rectangle on
         self.int8_scale = None
         self._decode_stats = stats      # what the cube is normalised with
         if dtype == "int8":
@@ -329,15 +344,30 @@ class JpegLoader:
 
     def plan(self, index: int, width: int, height: int):
         """(Geometry, Photometric or None) of sample ``index`` this epoch: training draws the
-        crop and flip, then the colour ops, from the sample's one generator."""
+        crop and flip, then the colour ops, then the policy's op (auto_augment, folded into
+        both), from the sample's one generator."""
+        return self._plan(index, width, height)[:2]
+
+    def erasing(self, index: int, width: int, height: int) -> Optional[augment.Erase]:
+        """The rectangle random_erase zeroes in sample ``index`` this epoch, or None; drawn
+        after everything plan() draws."""
+        return self._plan(index, width, height)[2]
+
+    def _plan(self, index, width, height):
         if not self.train:
-            return self.eval_geometry, None
+            return self.eval_geometry, None, None
         rng = self.rng(index)
         g = sample_train(width, height, self.size, rng)
-        if self.color_jitter is None and not self.grayscale_p:
-            return g, None
-        return g, Photometric.sample(rng, *(self.color_jitter or (None,) * 4),
-                                     grayscale_p=self.grayscale_p)
+        p = None
+        if self.color_jitter is not None or self.grayscale_p:
+            p = Photometric.sample(rng, *(self.color_jitter or (None,) * 4),
+                                   grayscale_p=self.grayscale_p)
+        if self.auto_augment is not None:
+            g, p = augment.sample_policy(rng, self.auto_augment).apply(g, width, height, p)
+        erase = None
+        if self.random_erase:
+            erase = augment.sample_erase(rng, *self._grid, self.random_erase)
+        return g, p, erase
 
     # -- decoding ------------------------------------------------------------
 
@@ -347,14 +377,17 @@ class JpegLoader:
         row's tensor pieces) and converted by torch (vectorised, GIL released; numpy's
         conversion is several times slower), in pieces below torch's parallel grain so no
         pool threads start.  int8: the scratch already holds steps (see __init__); it is
-        rounded and clipped to +-127 in place, then cast."""
+        rounded and clipped to +-127 in place, then cast.  random_erase: the rectangle is
+        zeroed in the row afterwards (a slice assignment)."""
         s = read_source(src)
-        g, p = self.plan(index, s.width, s.height)
+        g, p, erase = self._plan(index, s.width, s.height)
         cs = self.channels if self.channels is not None else "24S"
         info = {}
         if convert is None:
             cube(s, cs, self.size, self.source, g, self._decode_stats, self.dtype, out=row,
                  photometric=p, info=info)
+            if erase is not None:
+                erase.apply(row)
             return info["decoded"]
         scratch, pieces32, pieces = convert
         cube(s, cs, self.size, self.source, g, self._decode_stats, "float32", out=scratch,
@@ -365,6 +398,8 @@ class JpegLoader:
         else:
             for a, b in zip(pieces, pieces32):
                 a.copy_(b)
+        if erase is not None:
+            erase.apply(row)
         return info["decoded"]
 
     def _work(self, q, stop):
