@@ -59,7 +59,8 @@ def _orient_coefficients(cube, o):
 
 @pytest.fixture(scope="module")
 def photos():
-    return [make_jpeg("baseline-420", 240, 176, seed=1), make_jpeg("baseline-444", 200, 264, seed=2)]
+    return [make_jpeg("baseline-420", 240, 176, seed=1),
+            make_jpeg("baseline-444", 200, 264, seed=2)]
 
 
 # -- Geometry.orientation ---------------------------------------------------------------
