@@ -31,6 +31,11 @@ by jpegfreq.JpegLoader: decoding threads write each cube straight into its row o
     python train.py --data DIR --evaluate out/r50-24s/best.pth --source spatial \\
         --predictions preds.csv
 
+    # torchvision's reference recipe on the exact ops (each part off by default; the
+    # paper's recipe is RandomResizedCrop + flip): policy, erasing, MixUp/CutMix, EMA
+    python train.py --data DIR --auto-augment ta_exact --random-erase 0.1 \\
+        --mixup-alpha 0.2 --cutmix-alpha 1.0 --label-smoothing 0.1 --model-ema
+
     # learn a channel set: gate over all 192 channels, then train on the top 24
     python train.py --data DIR --gate --gate-lambda 0.5 --output-dir out/gate
     python train.py --data DIR --channels "top 24 of out/gate/heatmap.json"
@@ -59,9 +64,11 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchvision.transforms import v2
 
 import jpegfreq
-from jpegfreq import runtime
+from jpegfreq import augment, runtime
 from jpegfreq.channels import ChannelSet
 from jpegfreq.checkpoint import CheckpointError, load_checkpoint, preprocessing, save_checkpoint
 from jpegfreq.datasets import BadImageError, default_size
@@ -191,6 +198,31 @@ def get_args_parser(add_help=True):
     a("--label-smoothing", type=float, default=0.0,
       help="label smoothing of the training loss, as torch's CrossEntropyLoss takes it "
            "(default: 0)")
+    a("--mixup-alpha", type=float, default=0.0, metavar="A",
+      help="training: MixUp of each batch (torchvision.transforms.v2.MixUp): every sample "
+           "blended with its neighbour in the batch by a weight drawn from Beta(A, A), the "
+           "labels blended the same way into class probabilities (default: 0 = off)")
+    a("--cutmix-alpha", type=float, default=0.0, metavar="A",
+      help="training: CutMix of each batch (torchvision.transforms.v2.CutMix): a box of the "
+           "neighbour pasted in, its area drawn from Beta(A, A), the labels weighted by "
+           "area; on a cube the box is whole cube cells (8x8 blocks). With --mixup-alpha "
+           "too, one of the two per batch, at random (default: 0 = off)")
+    a("--random-erase", type=float, default=0.0, metavar="P",
+      help="training: probability per image of erasing one rectangle (whole cube cells; "
+           "pixels for --source rgb) with torchvision RandomErasing's sampling rule, done "
+           "by the loader (docs/augment.md) (default: 0 = off)")
+    a("--auto-augment", default=None, choices=augment.POLICIES,
+      help="training: an automatic augmentation policy done by the loader; ta_exact: one "
+           "exact op per image, TrivialAugment-style (docs/augment.md) (default: none)")
+    a("--model-ema", action="store_true",
+      help="keep an exponential moving average of the weights and buffers "
+           "(torch.optim.swa_utils.AveragedModel), evaluated on val each epoch and saved in "
+           "the checkpoint as model_ema (default: off)")
+    a("--model-ema-steps", type=int, default=32, metavar="N",
+      help="update the EMA every N optimizer steps (default: 32)")
+    a("--model-ema-decay", type=float, default=0.99998, metavar="D",
+      help="EMA decay per sample, adjusted for processes, batch size, --model-ema-steps and "
+           "--epochs as torchvision's reference recipe does (default: 0.99998)")
     a("--max-steps", type=int, default=0,
       help="stop each training epoch after N steps, for tests (default: 0 = whole epoch)")
     a("--print-freq", type=int, default=50,
@@ -255,7 +287,9 @@ def make_loader(args, ctx, data, *, train, cs, source, size, stats, batch_size=N
                    drop_last=drop_last, pin_memory=ctx.device.type == "cuda",
                    min_decoded=args.min_decoded,
                    color_jitter=args.color_jitter if train else None,
-                   grayscale_p=args.grayscale_p if train else 0.0)
+                   grayscale_p=args.grayscale_p if train else 0.0,
+                   random_erase=args.random_erase if train else 0.0,
+                   auto_augment=args.auto_augment if train else None)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"train.py: error: {e}") from None
 
@@ -302,11 +336,14 @@ def stop_on_bad(loader, args):
 
 
 class SubsetLoader(JpegLoader):
-    """The training order (a permutation drawn from the seed) with the eval geometry: its
-    first N images are a random subset of the training set, as --stats-limit wants."""
+    """The training order (a permutation drawn from the seed) with the eval geometry and no
+    augmentation (no colour op, policy op or erasing): its first N images are a random
+    subset of the training set, as --stats-limit wants.  JpegLoader decodes every sample
+    with the (geometry, photometric, erasing) triple of its _plan(), so that is the one
+    draw replaced."""
 
-    def geometry(self, index, width, height):
-        return self.eval_geometry
+    def _plan(self, index, width, height):
+        return self.eval_geometry, None, None
 
 
 # ---------------------------------------------------------------------------
@@ -327,6 +364,126 @@ def setup_device(args, ctx):
 
 def memory_format(args):
     return torch.channels_last if args.channels_last else torch.contiguous_format
+
+
+# ---------------------------------------------------------------------------
+# The batch-level recipe: MixUp / CutMix and the EMA of the weights
+# ---------------------------------------------------------------------------
+
+def check_recipe(args):
+    """Refuse recipe flags out of range, one line naming the flag, before any work."""
+    def bad(flag, value, what):
+        raise SystemExit(f"train.py: error: {flag} must be {what}, got {value!r}")
+
+    for flag, value in (("--mixup-alpha", args.mixup_alpha),
+                        ("--cutmix-alpha", args.cutmix_alpha)):
+        if not (np.isfinite(value) and value >= 0):
+            bad(flag, value, "a finite number >= 0 (0 = off)")
+    if not 0.0 <= args.random_erase <= 1.0:          # also refuses nan
+        bad("--random-erase", args.random_erase, "a probability in [0, 1]")
+    if args.model_ema_steps < 1:
+        bad("--model-ema-steps", args.model_ema_steps, "at least 1")
+    if not 0.0 <= args.model_ema_decay <= 1.0:
+        bad("--model-ema-decay", args.model_ema_decay, "in [0, 1]")
+
+
+class BatchMix:
+    """torchvision's MixUp and/or CutMix (transforms.v2) on a training batch (x, y) on the
+    device: mixup_alpha / cutmix_alpha > 0 switch each on; with both, one of the two per
+    batch, at random (v2.RandomChoice), as torchvision's reference recipe does.  Returns
+    (mixed float32 x in ``memory_format``, y as (N, num_classes) probabilities).
+
+    Both work on any (N, C, H, W) tensor: on a cube CutMix's box is in cube cells, whole
+    8x8 blocks of coefficients, so a pasted box is exactly the other image's coefficients
+    there.  int8 batches are first turned back into the normalised float cube with the
+    loader's step (x.float() * int8_scale[:, None, None]), which the network takes as it
+    is (its own dequantisation passes float input through).  The draws come from torch's
+    global generator."""
+
+    def __init__(self, num_classes, mixup_alpha=0.0, cutmix_alpha=0.0, int8_scale=None,
+                 device=None, memory_format=torch.contiguous_format):
+        parts = []
+        if mixup_alpha > 0:
+            parts.append(v2.MixUp(alpha=float(mixup_alpha), num_classes=num_classes))
+        if cutmix_alpha > 0:
+            parts.append(v2.CutMix(alpha=float(cutmix_alpha), num_classes=num_classes))
+        if not parts:
+            raise ValueError("BatchMix needs mixup_alpha or cutmix_alpha > 0, got "
+                             f"{mixup_alpha!r} and {cutmix_alpha!r}")
+        self.transform = parts[0] if len(parts) == 1 else v2.RandomChoice(parts)
+        self.int8_scale = None if int8_scale is None else \
+            torch.as_tensor(int8_scale, dtype=torch.float32).to(device)
+        self.memory_format = memory_format
+
+    def __call__(self, x, y):
+        if x.dtype == torch.int8:
+            if self.int8_scale is None:
+                raise ValueError("BatchMix got an int8 batch but no int8_scale (the loader's "
+                                 "step) to turn it back into float")
+            x = x.float() * self.int8_scale.to(x.device)[:, None, None]
+        x, y = self.transform(x, y)
+        return x.contiguous(memory_format=self.memory_format), y
+
+
+def batch_mix(args, num_classes, int8_scale=None, device=None):
+    """The BatchMix of --mixup-alpha / --cutmix-alpha, or None when both are 0."""
+    if not (args.mixup_alpha > 0 or args.cutmix_alpha > 0):
+        return None
+    return BatchMix(num_classes, args.mixup_alpha, args.cutmix_alpha, int8_scale=int8_scale,
+                    device=device, memory_format=memory_format(args))
+
+
+def ema_decay(args, world):
+    """--model-ema-decay adjusted as torchvision's reference recipe does, so that the
+    average spans about the same share of training whatever the processes, batch size,
+    update interval and epochs: 1 - min(1, (1 - decay) x world x batch x steps / epochs)."""
+    adjust = world * args.batch_size * args.model_ema_steps / max(args.epochs, 1)
+    return 1.0 - min(1.0, (1.0 - args.model_ema_decay) * adjust)
+
+
+def make_ema(module, decay, device):
+    """The EMA of ``module`` (the unwrapped network, not its DDP wrapper): weights and
+    buffers (BatchNorm statistics) averaged, torch.optim.swa_utils' AveragedModel with
+    get_ema_multi_avg_fn.  Its first update copies the weights."""
+    return AveragedModel(module, device=device, multi_avg_fn=get_ema_multi_avg_fn(decay),
+                         use_buffers=True)
+
+
+def update_ema(ema, module, epoch, index, args):
+    """After optimizer step ``index`` (0-based, this epoch) of ``epoch``: every
+    --model-ema-steps steps (index 0, N, 2N, ... as torchvision's reference) average the
+    weights in; during the lr warm-up epochs the average then restarts, so the next update
+    copies the weights again."""
+    if index % args.model_ema_steps:
+        return
+    ema.update_parameters(module)
+    if epoch < int(args.lr_warmup_epochs or 0):
+        ema.n_averaged.fill_(0)
+
+
+def recipe_summary(args, world):
+    """The training recipe parts that are on, for the startup line ('' when none is)."""
+    parts = []
+    if args.color_jitter is not None:
+        parts.append("colour jitter " + " ".join(f"{v:g}" for v in args.color_jitter))
+    if args.grayscale_p:
+        parts.append(f"grayscale p {args.grayscale_p:g}")
+    if args.auto_augment:
+        parts.append(f"auto-augment {args.auto_augment}")
+    if args.random_erase:
+        parts.append(f"random erase p {args.random_erase:g}")
+    if args.mixup_alpha > 0:
+        parts.append(f"mixup alpha {args.mixup_alpha:g}")
+    if args.cutmix_alpha > 0:
+        parts.append(f"cutmix alpha {args.cutmix_alpha:g}")
+    if args.mixup_alpha > 0 and args.cutmix_alpha > 0:
+        parts[-1] += " (one of the two per batch)"
+    if args.label_smoothing:
+        parts.append(f"label smoothing {args.label_smoothing:g}")
+    if args.model_ema:
+        parts.append(f"EMA of the weights every {args.model_ema_steps} step(s), decay "
+                     f"{ema_decay(args, world):.6g} ({args.model_ema_decay:g} adjusted)")
+    return "; recipe: " + ", ".join(parts) if parts else ""
 
 
 def to_device(x, y, device, args):
@@ -422,6 +579,11 @@ def train_step(model, criterion, optimizers, scaler, x, y, args, device):
     return logits, loss, gates
 
 
+def _unwrapped(model):
+    """The network inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
 def _uneven_inputs(model):
     """DDP's support for ranks with different numbers of batches: a rank that runs out
     shadows the others' collectives until all are done, then every rank gets the weights of
@@ -445,11 +607,17 @@ def _warmup(optimizers, scheduled, epoch, step, steps_per_epoch, warmup_epochs):
             g["lr"] = lr * min(factor, 1.0)
 
 
-def train_one_epoch(model, criterion, optimizers, loader, device, epoch, args, ctx, scaler=None):
+def train_one_epoch(model, criterion, optimizers, loader, device, epoch, args, ctx, scaler=None,
+                    mix=None, ema=None):
     """One pass over ``loader`` (or --max-steps batches).  Returns a dict of metrics pooled
     over all ranks: loss, acc1, acc5, images, images_per_s, data_share, skipped_bad,
     gate_open (None without a gate), steps, time_s; and rank_steps (steps of every rank).
-    The first of ``optimizers`` holds the backbone; a gate's Adam may follow."""
+    The first of ``optimizers`` holds the backbone; a gate's Adam may follow.
+
+    mix: a BatchMix applied to each batch on the device (the loss then takes its class
+    probabilities; train top-1/top-5 count the most likely class of the mixed label, as
+    torchvision's reference does).  ema: an AveragedModel of the unwrapped network,
+    updated by update_ema() after the optimizer steps."""
     model.train()
     meter = Meter(device)
     local = batches(loader)
@@ -475,9 +643,14 @@ def train_one_epoch(model, criterion, optimizers, loader, device, epoch, args, c
             if len(batch[1]) >= min_batch:    # local: a rank that skips one simply joins early
                 _warmup(optimizers, scheduled, epoch, seen - 1, steps_per_epoch, warmup_epochs)
                 x, y = to_device(batch[0], batch[1], device, args)
+                if mix is not None:
+                    x, y = mix(x, y)
                 logits, loss, gates = train_step(model, criterion, optimizers, scaler, x, y,
                                                  args, device)
-                meter.add(loss, logits.detach().float(), y, gates)
+                if ema is not None:
+                    update_ema(ema, _unwrapped(model), epoch, steps, args)
+                meter.add(loss, logits.detach().float(), y if y.dim() == 1 else y.argmax(1),
+                          gates)
                 steps += 1
                 if steps % args.print_freq == 0:
                     _interval(meter, bar, ctx, args, epoch, steps, steps_per_epoch)
@@ -638,13 +811,24 @@ def write_predictions(path, loader, predictions):
     write_text(path, buf.getvalue(), newline="")
 
 
+def _hash_state(h, state):
+    for k, v in sorted(state.items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+
+
+def tensor_digest(state) -> str:
+    """SHA-256 over every tensor of a state dict (str -> tensor), in key order."""
+    h = hashlib.sha256()
+    _hash_state(h, state)
+    return h.hexdigest()
+
+
 def state_digest(module, optimizers=()) -> str:
     """SHA-256 over every tensor of a state dict, in key order, then over the state tensors
     of each optimizer (momentum buffers, Adam moments), in parameter order."""
     h = hashlib.sha256()
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    _hash_state(h, module.state_dict())
     for opt in optimizers:
         for i, st in sorted(opt.state_dict()["state"].items()):
             for k, v in sorted(st.items()):
@@ -740,6 +924,7 @@ def main(args):
         args.threads = default_threads()
     if args.threads < 1 or args.print_freq < 1:
         raise SystemExit("train.py: error: --threads and --print-freq must be at least 1")
+    check_recipe(args)
     try:
         ctx = Context(args.device)
     except ValueError as e:     # a CUDA device that is not there
@@ -806,8 +991,9 @@ def resume_checkpoint(args, ctx, cs):
 
 
 def build_training(args, ctx, cs, num_classes, ckpt, int8_scale=None):
-    """Model (DDP-wrapped when distributed), its module, optimizers, scheduler, scaler and
-    the epoch to start from, restored from ckpt when resuming."""
+    """Model (DDP-wrapped when distributed), its module, optimizers, scheduler, scaler,
+    the EMA of the weights (--model-ema; else None) and the epoch to start from, restored
+    from ckpt when resuming (a checkpoint without an EMA starts it from its weights)."""
     device = ctx.device
     torch.manual_seed(args.seed)
     model = build_model(args.arch, args.source, cs, num_classes, gate=args.gate,
@@ -834,6 +1020,12 @@ def build_training(args, ctx, cs, num_classes, ckpt, int8_scale=None):
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start_epoch, best_acc1 = int(ckpt["epoch"]) + 1, float(ckpt["best_acc1"])
+    ema = make_ema(model, ema_decay(args, ctx.world), device) if args.model_ema else None
+    if ema is not None and ckpt is not None:
+        if ckpt.get("model_ema"):
+            ema.load_state_dict(ckpt["model_ema"])
+        else:
+            ctx.log("resume: the checkpoint has no model_ema; the EMA starts from its weights")
     module = model
     if ctx.distributed:
         model = nn.parallel.DistributedDataParallel(
@@ -843,19 +1035,25 @@ def build_training(args, ctx, cs, num_classes, ckpt, int8_scale=None):
     optimizers = [optimizer] + ([gate_optimizer] if gate_optimizer is not None else [])
     return SimpleNamespace(model=model, module=module, optimizer=optimizer,
                            gate_optimizer=gate_optimizer, optimizers=optimizers,
-                           scheduler=scheduler, scaler=scaler, start_epoch=start_epoch,
-                           best_acc1=best_acc1)
+                           scheduler=scheduler, scaler=scaler, ema=ema,
+                           start_epoch=start_epoch, best_acc1=best_acc1)
 
 
 def one_model(ctx, run, rank_steps):
     """After an epoch every rank holds one model: the weights already agree (DDP; after
     uneven inputs join() gave every rank those of a rank that ran longest); BatchNorm
     statistics and, when the ranks took different numbers of steps, the optimizer state
-    (momentum missed by a rank that ran out early) come from a rank with the most steps."""
+    (momentum missed by a rank that ran out early) come from a rank with the most steps;
+    so does the EMA (its BatchNorm statistics average each rank's own, and a rank that ran
+    out early missed updates)."""
     if not ctx.distributed:
         return
     src = rank_steps.index(max(rank_steps))
     ctx.sync_buffers(run.module, src)
+    if run.ema is not None:
+        with torch.no_grad():
+            for t in list(run.ema.parameters()) + list(run.ema.buffers()):
+                ctx.broadcast_(t, src)
     if len(set(rank_steps)) > 1:
         for opt in run.optimizers:
             ctx.sync_optimizer(opt, src)
@@ -873,6 +1071,8 @@ def save_epoch(args, run, base, epoch, is_best):
         state["scaler"] = run.scaler.state_dict()
     if run.gate_optimizer is not None:
         state["gate_optimizer"] = run.gate_optimizer.state_dict()
+    if run.ema is not None:
+        state["model_ema"] = run.ema.state_dict()
     state = runtime.plain(state)
     for name in ["checkpoint.pth"] + (["best.pth"] if is_best else []):
         path = os.path.join(args.output_dir, name)
@@ -888,8 +1088,10 @@ def save_epoch(args, run, base, epoch, is_best):
             raise SystemExit(f"train.py: error: cannot write {path}: {reason}") from None
 
 
-def log_epoch(args, ctx, log_path, epoch, t, val, lr_now):
-    """The epoch's log.jsonl record and its line on the console (rank 0)."""
+def log_epoch(args, ctx, log_path, epoch, t, val, lr_now, val_ema=None):
+    """The epoch's log.jsonl record and its line on the console (rank 0); val_ema: the
+    EMA weights' val figures (--model-ema), logged as val_loss_ema, val_acc1_ema,
+    val_acc5_ema."""
     record = {"epoch": epoch, "train_loss": t["loss"], "train_acc1": t["acc1"],
               "train_acc5": t["acc5"], "val_loss": val["loss"], "val_acc1": val["acc1"],
               "val_acc5": val["acc5"], "images_per_s": t["images_per_s"],
@@ -899,6 +1101,9 @@ def log_epoch(args, ctx, log_path, epoch, t, val, lr_now):
               "images": t["images"], "time_s": t["time_s"]}
     if args.gate:
         record["gate_open"] = t["gate_open"]
+    if val_ema is not None:
+        record.update(val_loss_ema=val_ema["loss"], val_acc1_ema=val_ema["acc1"],
+                      val_acc5_ema=val_ema["acc5"])
     # the log line first: a kill before the checkpoint repeats this epoch, and the resumed
     # run drops the line (_truncate_log) before writing it again
     with open(log_path, "a") as f:
@@ -909,9 +1114,11 @@ def log_epoch(args, ctx, log_path, epoch, t, val, lr_now):
     if t["damaged"] or val["damaged"]:
         vbad += (f", {t['damaged']} train + {val['damaged']} val damaged image(s) (partly "
                  "decoded, kept)")
+    ema = "" if val_ema is None else \
+        f" | EMA val top1 {val_ema['acc1']:.1f} top5 {val_ema['acc5']:.1f}"
     ctx.log(f"epoch {epoch + 1}/{args.epochs}: train loss {t['loss']:.3f} top1 {t['acc1']:.1f} "
             f"top5 {t['acc5']:.1f} | val loss {val['loss']:.3f} top1 {val['acc1']:.1f} "
-            f"top5 {val['acc5']:.1f} | {t['images_per_s']:.1f} img/s, data "
+            f"top5 {val['acc5']:.1f}{ema} | {t['images_per_s']:.1f} img/s, data "
             f"{100 * t['data_share']:.0f}% of step time, lr {lr_now:.4g}{gate}{bad}{vbad} "
             f"[{_format_time(t['time_s'])}]")
 
@@ -959,8 +1166,10 @@ def run_train(args, ctx):
     run = build_training(args, ctx, cs, num_classes, ckpt,
                          getattr(train_loader_, "int8_scale", None))
     del ckpt
+    # with MixUp/CutMix the targets are class probabilities, which the loss takes as well
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    val_criterion = nn.CrossEntropyLoss()     # validation loss without smoothing
+    val_criterion = nn.CrossEntropyLoss()     # validation loss without smoothing or mixing
+    mix = batch_mix(args, num_classes, getattr(train_loader_, "int8_scale", None), device)
 
     log_path = os.path.join(out_dir, "log.jsonl")
     if ctx.main:
@@ -970,27 +1179,31 @@ def run_train(args, ctx):
             f"on {source}{'' if cs is None else ' ' + str(cs)}"
             f"{' with gate' if args.gate else ''}, crop {size}; {ctx.world} process(es) on "
             f"{device}, {args.threads} decoding thread(s) each, batch {args.batch_size}/process"
-            f", lr {args.lr:g} ({args.lr_schedule}), epochs {run.start_epoch}..{args.epochs - 1}")
+            f", lr {args.lr:g} ({args.lr_schedule}), epochs {run.start_epoch}..{args.epochs - 1}"
+            f"{recipe_summary(args, ctx.world)}")
 
     base = {"task": "classify", "arch": args.arch, "num_classes": num_classes,
             "classes": list(classes), "source": source,
             "channels": None if cs is None else cs.spec, "size": size,
             "geometry": eval_geometry(size).to_dict(),
             "stats": None if stats is None else stats.to_dict(), "gate": bool(args.gate)}
-    val = None
+    val = val_ema = None
     with train_loader_, val_loader:
         for epoch in range(run.start_epoch, args.epochs):
             train_loader_.set_epoch(epoch)
             t = train_one_epoch(run.model, criterion, run.optimizers, train_loader_, device,
-                                epoch, args, ctx, run.scaler)
+                                epoch, args, ctx, run.scaler, mix=mix, ema=run.ema)
             one_model(ctx, run, t["rank_steps"])
             val = evaluate(run.module, val_criterion, val_loader, device, args, ctx)
+            if run.ema is not None:
+                val_ema = evaluate(run.ema, val_criterion, val_loader, device, args, ctx,
+                                   desc="val EMA")
             lr_now = run.optimizer.param_groups[0]["lr"]
             run.scheduler.step()
             is_best = val["acc1"] > run.best_acc1
             run.best_acc1 = max(run.best_acc1, val["acc1"])
             if ctx.main:
-                log_epoch(args, ctx, log_path, epoch, t, val, lr_now)
+                log_epoch(args, ctx, log_path, epoch, t, val, lr_now, val_ema)
                 save_epoch(args, run, base, epoch, is_best)
             ctx.barrier()
         if args.gate:
@@ -1003,20 +1216,26 @@ def run_train(args, ctx):
                 write_predictions(args.predictions, val_loader, predictions)
                 ctx.log(f"predictions: {args.predictions}")
     if args.debug_dump_weights:
+        ema = "" if run.ema is None else f"ema {tensor_digest(run.ema.state_dict())}\n"
         write_text(os.path.join(out_dir, f"rank{ctx.rank}.sha"),
-                   state_digest(run.module, run.optimizers) + "\n")
-    _closing(args, ctx, val, run, num_classes, cs, val_loader, preset, t_start)
-    return {"val": val, "best_acc1": run.best_acc1, "output_dir": out_dir}
+                   state_digest(run.module, run.optimizers) + "\n" + ema)
+    _closing(args, ctx, val, run, num_classes, cs, val_loader, preset, t_start, val_ema)
+    return {"val": val, "val_ema": val_ema, "best_acc1": run.best_acc1, "output_dir": out_dir}
 
 
-def _closing(args, ctx, val, run, num_classes, cs, val_loader, preset, t_start):
-    """The last lines: the result against chance, the input's size, the demo's inspection."""
+def _closing(args, ctx, val, run, num_classes, cs, val_loader, preset, t_start, val_ema=None):
+    """The last lines: the result against chance (the trained weights'; then the EMA's with
+    --model-ema), the input's size, the demo's inspection."""
     if val is None:
         ctx.log(f"nothing to train: epoch {run.start_epoch} >= --epochs {args.epochs}")
     else:
         ctx.log(f"done in {_format_time(time.perf_counter() - t_start)}: val top1 "
-                f"{val['acc1']:.1f}% (best {run.best_acc1:.1f}%), top5 {val['acc5']:.1f}%; "
+                f"{val['acc1']:.1f}% (best {run.best_acc1:.1f}%), top5 {val['acc5']:.1f}%"
+                f"{' of the trained weights' if val_ema is not None else ''}; "
                 f"chance is {100.0 / num_classes:.1f}% with {num_classes} classes")
+    if val_ema is not None:
+        ctx.log(f"EMA of the weights (--model-ema, checkpoint key model_ema): val top1 "
+                f"{val_ema['acc1']:.1f}%, top5 {val_ema['acc5']:.1f}%")
     ctx.log(input_summary(cs, args.source, args.size, args.dtype))
     if preset.get("inspect_one") and ctx.main:
         sample = val_loader.data.samples[0][0]
