@@ -326,3 +326,13 @@ def test_statistics_subset_reads_eval_cubes_without_augmentation(data):
             assert idx.tolist() != sorted(idx.tolist())       # the training order
             for j, i in enumerate(idx):
                 assert torch.equal(x[j], rows[int(i)]), int(i)
+
+
+def test_gate_model_trains_with_mixing_and_an_ema(data, tmp_path):
+    run_inproc(small(data, tmp_path, "--gate", "--mixup-alpha", "0.4", *EMA))
+    log = read_log(tmp_path)[0]
+    assert 0.0 <= log["gate_open"] <= 1.0 and np.isfinite(log["val_loss_ema"])
+    ckpt = _ckpt(tmp_path)
+    gate_keys = [k for k in ckpt["model"] if k.startswith("gate.")]
+    assert gate_keys and all("module." + k in ckpt["model_ema"] for k in gate_keys)
+    assert (tmp_path / "heatmap.json").exists()
