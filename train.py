@@ -338,11 +338,10 @@ def stop_on_bad(loader, args):
 class SubsetLoader(JpegLoader):
     """The training order (a permutation drawn from the seed) with the eval geometry and no
     augmentation (no colour op, policy op or erasing): its first N images are a random
-    subset of the training set, as --stats-limit wants.  JpegLoader decodes every sample
-    with the (geometry, photometric, erasing) triple of its _plan(), so that is the one
-    draw replaced."""
+    subset of the training set, as --stats-limit wants (JpegLoader.draw is the one
+    per-sample draw every decode uses)."""
 
-    def _plan(self, index, width, height):
+    def draw(self, index, width, height):
         return self.eval_geometry, None, None
 
 

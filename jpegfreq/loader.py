@@ -346,14 +346,17 @@ class JpegLoader:
         """(Geometry, Photometric or None) of sample ``index`` this epoch: training draws the
         crop and flip, then the colour ops, then the policy's op (auto_augment, folded into
         both), from the sample's one generator."""
-        return self._plan(index, width, height)[:2]
+        return self.draw(index, width, height)[:2]
 
     def erasing(self, index: int, width: int, height: int) -> Optional[augment.Erase]:
         """The rectangle random_erase zeroes in sample ``index`` this epoch, or None; drawn
         after everything plan() draws."""
-        return self._plan(index, width, height)[2]
+        return self.draw(index, width, height)[2]
 
-    def _plan(self, index, width, height):
+    def draw(self, index: int, width: int, height: int):
+        """(Geometry, Photometric or None, Erase or None) of sample ``index`` this epoch: the
+        one per-sample draw every decode uses (plan() and erasing() are its parts).  A
+        subclass that wants other per-sample ops overrides this."""
         if not self.train:
             return self.eval_geometry, None, None
         rng = self.rng(index)
@@ -380,7 +383,7 @@ class JpegLoader:
         rounded and clipped to +-127 in place, then cast.  random_erase: the rectangle is
         zeroed in the row afterwards (a slice assignment)."""
         s = read_source(src)
-        g, p, erase = self._plan(index, s.width, s.height)
+        g, p, erase = self.draw(index, s.width, s.height)
         cs = self.channels if self.channels is not None else "24S"
         info = {}
         if convert is None:
