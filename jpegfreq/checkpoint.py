@@ -39,6 +39,7 @@ Optional (defaults in brackets):
     "cat_ids":      [category ids], label i + 1 is cat_ids[i]
     training state (plain or tensors, whatever the trainer needs to resume):
     "epoch", "best_acc1", "optimizer", "scheduler", "scaler", "gate_optimizer", "history",
+    "model_ema" (the state_dict of the weights' EMA, train.py --model-ema),
     "args" (vars(args) of the run, plain values only)
 
 Checkpoints written by older versions of jpegfreq pickled such objects (e.g. an
