@@ -754,6 +754,10 @@ def resolve_stats(args, ctx, data, cs, source, size, out_dir):
     each image once; --stats-limit N: the first N of a random order; sums pooled)."""
     key = {"channels": None if cs is None else cs.spec, "source": source, "size": [size, size],
            "limit": int(args.stats_limit)}
+    if args.stats_limit:
+        # subsets were drawn with training crops until the reader was fixed: such caches
+        # lack this entry and are recomputed
+        key["subset"] = "eval geometry"
     if isinstance(data, str):
         key["train_dir"] = os.path.abspath(data)
     else:
