@@ -17,6 +17,7 @@ networks cost about the same per image and only the input differs:
     coeffs-24S-int8    coeffs-24S fed as int8 cubes (--dtype int8): half RGB's uint8 bytes
     coeffs-24S-recipe  coeffs-24S with the modern recipe (RECIPE below) instead of the
                        paper's crop and flip alone
+    coeffs-24S-exact   coeffs-24S with the recipe's per-image exact ops only (EXACT below)
 
 Each run is one train.py process with its own folder OUT/ROW/seedS (train.py's log.jsonl,
 checkpoints, train.out with its output). A run whose log already holds the last epoch is not
@@ -50,6 +51,9 @@ RECIPE = ("--auto-augment", "ta_exact", "--random-erase", "0.1", "--mixup-alpha"
           "--cutmix-alpha", "1.0", "--label-smoothing", "0.1", "--model-ema",
           "--model-ema-steps", "1", "--model-ema-decay", "0.985")
 
+# the per-image exact ops of the recipe alone (no batch mixing, no EMA)
+EXACT = ("--auto-augment", "ta_exact", "--random-erase", "0.1", "--label-smoothing", "0.1")
+
 # name, source, channels (None: rgb), crop size, gate, seeds ("all" or "first"), more flags
 ROWS = (
     ("rgb-112", "rgb", None, 112, False, "all", ()),
@@ -60,6 +64,7 @@ ROWS = (
     ("gate-top24", "jpeg-coeffs", "top 24 of {gate}", 224, False, "all", ()),
     ("coeffs-24S-int8", "jpeg-coeffs", "24S", 224, False, "all", ("--dtype", "int8")),
     ("coeffs-24S-recipe", "jpeg-coeffs", "24S", 224, False, "all", RECIPE),
+    ("coeffs-24S-exact", "jpeg-coeffs", "24S", 224, False, "all", EXACT),
 )
 ROW_NAMES = tuple(r[0] for r in ROWS)
 GATE_ROW, PICKED_ROW = "gate-192", "gate-top24"
