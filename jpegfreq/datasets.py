@@ -30,8 +30,8 @@ _ORDER_KEY = 2 ** 64 - 1
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The generator of sample ``index`` in ``epoch``: its crop and flip, whatever reads it
-    (JpegLoader, the statistics, the shard writer) and however many threads or processes do."""
+    """The generator of sample ``index`` in ``epoch``: its crop, flip and other per-sample
+    ops (JpegLoader.draw), from a folder or shards, however many threads or processes read it."""
     return np.random.default_rng([int(seed), int(epoch), int(index)])
 
 
