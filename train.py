@@ -378,7 +378,9 @@ def check_recipe(args):
                         ("--cutmix-alpha", args.cutmix_alpha)):
         if not (np.isfinite(value) and value >= 0):
             bad(flag, value, "a finite number >= 0 (0 = off)")
-    if not 0.0 <= args.random_erase <= 1.0:          # also refuses nan
+    try:
+        augment.check_erase_p(args.random_erase)      # the loader's own check (nan too)
+    except (TypeError, ValueError):
         bad("--random-erase", args.random_erase, "a probability in [0, 1]")
     if args.model_ema_steps < 1:
         bad("--model-ema-steps", args.model_ema_steps, "at least 1")
