@@ -1,8 +1,8 @@
 """Shared benchmark plumbing: one core, interleaved methods, medians per image.
 
-Every method is timed on the same file in turn (A B C A B C ...), so a noisy
-neighbour slows all of them alike; a file's time is its best of `repeat` runs,
-and the figure reported is the median over files.
+Every method is timed on the same file in turn (A B C C B A A B C ...), so a noisy
+neighbour slows all of them alike and none always runs right after another; a file's time
+is its best of `repeat` runs, and the figure reported is the median over files.
 """
 import argparse
 import glob
@@ -92,8 +92,10 @@ def interleaved(methods, items, repeat=3):
         best = {name: float("inf") for name, _ in methods}
         for name, fn in methods:          # warm-up (first touch, caches, lazy imports)
             fn(item)
-        for _ in range(repeat):
-            for name, fn in methods:
+        for r in range(repeat):
+            # every other round runs the methods backwards: a method that benefits from
+            # following another (caches the one before it warmed) gets no lasting edge
+            for name, fn in methods if r % 2 == 0 else methods[::-1]:
                 t = time.perf_counter()
                 fn(item)
                 best[name] = min(best[name], time.perf_counter() - t)

@@ -7,8 +7,8 @@ crop for every method; medians over files and ratios to the plain 24S train cube
 the plain cube; with normalisation statistics (what training does); with per-channel ops
 only (brightness and saturation: folded into the operator's scale/offset, no pass); with
 every op at fixed factors (contrast's Y0 pass and the hue rotation pass); with a
-ColorJitter(0.4, 0.4, 0.4, 0.1) draw per call, without and with statistics; the draw and
-the plan alone; and the loader's other per-image ops: a ta_exact policy op
+ColorJitter(0.4, 0.4, 0.4, 0.1) draw per call, without and with statistics; the draw
+alone; and the loader's other per-image ops: a ta_exact policy op
 (jpegfreq.augment.sample_policy) with a random_erase=0.25 draw per call, and those draws alone.
 """
 import os
@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import jpegfreq  # noqa: E402
 from jpegfreq import augment  # noqa: E402
 from jpegfreq.geometry import sample_train  # noqa: E402
-from jpegfreq.photometric import Photometric, coefficient_plan  # noqa: E402
+from jpegfreq.photometric import Photometric  # noqa: E402
 from jpegfreq.stats import Stats  # noqa: E402
 
 CS24 = jpegfreq.ChannelSet.parse("24S")
@@ -67,7 +67,6 @@ def main():
             blobs[f], CS24, geometry=geo[f], stats=stats,
             photometric=Photometric.sample(prng, *JITTER))),
         ("the draw alone", lambda f: Photometric.sample(prng, *JITTER)),
-        ("the plan alone", lambda f: coefficient_plan(fixed, CS24)),
         ("+ ta_exact op, erasing 0.25", with_policy),
         ("their draws alone", policy_draws),
     ]

@@ -476,14 +476,30 @@ static int parse_f32(PyObject *o, Py_buffer *v, Py_ssize_t n, const char *what)
     return 0;
 }
 
+/* photometric=(brightness, contrast, saturation, hue, grayscale): five numbers. */
+static int parse_photo(PyObject *o, double p[JF_PHOTO_N])
+{
+    if (!PyTuple_Check(o)) {
+        PyErr_SetString(PyExc_TypeError, "photometric must be a tuple (brightness, contrast, "
+                                         "saturation, hue, grayscale)");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(o, "ddddd;photometric must be (brightness, contrast, saturation, "
+                             "hue, grayscale)", &p[0], &p[1], &p[2], &p[3], &p[4]))
+        return -1;
+    return 0;
+}
+
 /* cube(): parse the arguments into a jf_cube_request, allocate (or take) the
  * output, run jf_cube without the GIL, raise.  All planning is in jf_cube.c. */
 static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"src", "comp", "k", "out_h", "out_w", "scale", "offset", "box",
                              "resize", "flip", "orientation", "max_pixels", "strict",
-                             "band_cutoff", "early_stop", "out", "extent", NULL};
+                             "band_cutoff", "early_stop", "out", "extent", "photometric",
+                             NULL};
     PyObject *src, *comp_o, *k_o, *scale_o = Py_None, *offset_o = Py_None, *box_o = Py_None;
+    PyObject *photo_o = Py_None;
     PyObject *out = NULL, *out_o = Py_None, *warn;
     Py_buffer comp_v, k_v, scale_v, offset_v, out_v;
     float *outbuf = NULL;
@@ -496,12 +512,17 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
     (void)self;
     memset(&req, 0, sizeof(req));
     req.early_stop = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOii|OOOipiLpppOp", kwlist, &src, &comp_o,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOii|OOOipiLpppOpO", kwlist, &src, &comp_o,
                                      &k_o, &req.out_h, &req.out_w, &scale_o, &offset_o, &box_o,
                                      &req.resize, &req.flip, &req.orientation, &req.max_pixels,
                                      &req.strict, &req.band_cutoff, &req.early_stop, &out_o,
-                                     &want_extent))
+                                     &want_extent, &photo_o))
         return NULL;
+    if (photo_o != Py_None) {
+        if (parse_photo(photo_o, req.photo) != 0)
+            return NULL;
+        req.has_photo = 1;
+    }
     if (box_o != Py_None) {
         if (!PyArg_ParseTuple(box_o, "dddd", &req.box[0], &req.box[1], &req.box[2],
                               &req.box[3]))
@@ -609,6 +630,102 @@ argfail:
     if (have_out)
         PyBuffer_Release(&out_v);
     return NULL;
+}
+
+/* photometric(cube, comp, k, photo, scale=None, offset=None): the ops of jf_photo.c
+ * and then x * scale + offset on an unnormalised cube of those channels, in place:
+ * what jf_cube does with them while it writes, as a separate step. */
+static PyObject *py_photometric(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"cube", "comp", "k", "photometric", "scale", "offset", NULL};
+    PyObject *cube_o, *comp_o, *k_o, *photo_o, *scale_o = Py_None, *offset_o = Py_None;
+    Py_buffer cube_v, comp_v, k_v, scale_v, offset_v;
+    int have_scale = 0, have_offset = 0, i, rc;
+    double photo[JF_PHOTO_N];
+    float sc[JF_MAX_CHANNELS], of[JF_MAX_CHANNELS];
+    jf_photo_post post;
+    jf_status st;
+    Py_ssize_t n;
+    size_t plane;
+    PyObject *ret = NULL;
+
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|OO", kwlist, &cube_o, &comp_o, &k_o,
+                                     &photo_o, &scale_o, &offset_o))
+        return NULL;
+    if (parse_photo(photo_o, photo) != 0)
+        return NULL;
+    if (PyObject_GetBuffer(comp_o, &comp_v, PyBUF_SIMPLE) != 0)
+        return NULL;
+    n = comp_v.len / 4;
+    PyBuffer_Release(&comp_v);
+    if (n < 1 || n > JF_MAX_CHANNELS) {
+        PyErr_SetString(PyExc_ValueError, "1 to " JF_STR(JF_MAX_CHANNELS) " channels expected");
+        return NULL;
+    }
+    if (parse_i32(comp_o, &comp_v, n, "comp") != 0)
+        return NULL;
+    if (parse_i32(k_o, &k_v, n, "k") != 0) {
+        PyBuffer_Release(&comp_v);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(cube_o, &cube_v, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+        != 0)
+        goto release_ck;
+    if (!is_f32(&cube_v) || cube_v.len % (4 * n) != 0) {
+        PyErr_Format(PyExc_ValueError, "cube must be a writable C-contiguous float32 buffer "
+                                       "of %zd channels", n);
+        goto release_cube;
+    }
+    for (i = 0; i < n; i++) {
+        int c = ((const int *)comp_v.buf)[i], f = ((const int *)k_v.buf)[i];
+        if (c < 0 || c > 2 || f < 0 || f > 63) {
+            PyErr_Format(PyExc_ValueError, "channel %d: component %d / frequency %d out of "
+                                           "range", i, c, f);
+            goto release_cube;
+        }
+    }
+    if (scale_o != Py_None) {
+        if (parse_f32(scale_o, &scale_v, n, "scale") != 0)
+            goto release_cube;
+        have_scale = 1;
+    }
+    if (offset_o != Py_None) {
+        if (parse_f32(offset_o, &offset_v, n, "offset") != 0)
+            goto release_cube;
+        have_offset = 1;
+    }
+    jf_status_init(&st);
+    rc = jf_photo_fold(photo, (int)n, (const int *)comp_v.buf, (const int *)k_v.buf,
+                       have_scale ? (const float *)scale_v.buf : NULL,
+                       have_offset ? (const float *)offset_v.buf : NULL, sc, of, &post, &st);
+    if (rc != 0) {
+        PyErr_SetString(PyExc_ValueError, st.msg);
+        goto release_cube;
+    }
+    plane = (size_t)cube_v.len / 4 / (size_t)n;
+    Py_BEGIN_ALLOW_THREADS
+    {
+        float *x = (float *)cube_v.buf;
+        size_t e;
+        for (i = 0; i < n; i++)
+            for (e = 0; e < plane; e++)
+                x[(size_t)i * plane + e] = x[(size_t)i * plane + e] * sc[i] + of[i];
+        jf_photo_finish(&post, x, plane);
+    }
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    ret = Py_None;
+release_cube:
+    PyBuffer_Release(&cube_v);
+    if (have_scale)
+        PyBuffer_Release(&scale_v);
+    if (have_offset)
+        PyBuffer_Release(&offset_v);
+release_ck:
+    PyBuffer_Release(&comp_v);
+    PyBuffer_Release(&k_v);
+    return ret;
 }
 
 /* ======================================================================== */
@@ -797,10 +914,15 @@ static PyMethodDef methods[] = {
     {"cube", (PyCFunction)(void (*)(void))py_cube, METH_VARARGS | METH_KEYWORDS,
      "cube(src, comp, k, out_h, out_w, scale=None, offset=None, box=None, resize=0, flip=False, "
      "orientation=0, max_pixels=0, strict=False, band_cutoff=False, early_stop=True, out=None, "
-     "extent=False) -> (cube, warnings[, extent]); extent's read_lo..read_hi: the iMCU rows the "
+     "extent=False, photometric=None) -> (cube, warnings[, extent]); extent's read_lo..read_hi: the iMCU rows the "
      "cube reads; early_stop: each scan is entropy-decoded only down to the last "
      "block row the cube reads; out: a writable C-contiguous float32 buffer of C x out_h/8 "
-     "x out_w/8 written in place (and returned) instead of a new array"},
+     "x out_w/8 written in place (and returned) instead of a new array; photometric: "
+     "(brightness, contrast, saturation, hue, grayscale) applied to the output image before "
+     "scale/offset, folded into the operator"},
+    {"photometric", (PyCFunction)(void (*)(void))py_photometric, METH_VARARGS | METH_KEYWORDS,
+     "photometric(cube, comp, k, photometric, scale=None, offset=None) -> None: cube's "
+     "photometric ops, then x * scale + offset, in place on an unnormalised float32 cube"},
     {"axis_matrix", (PyCFunction)(void (*)(void))py_axis_matrix, METH_VARARGS | METH_KEYWORDS,
      "axis_matrix(image_size, comp_size, factor, box0, box1, out_size, flip=False) -> M (out, comp)"},
     {"resample_plane", (PyCFunction)(void (*)(void))py_resample_plane, METH_VARARGS | METH_KEYWORDS,

@@ -305,6 +305,8 @@ typedef struct {
     int strict;             /* any libjpeg warning fails (JF_ERR_JPEG) */
     int band_cutoff;        /* progressive: read only the scans of the kept band */
     int early_stop;         /* entropy-decode only down to the last row read */
+    int has_photo;          /* 1: the photometric ops of photo[] (jf_photo.c) */
+    double photo[5];        /* brightness, contrast, saturation, hue (turns), grayscale 0/1 */
 } jf_cube_request;
 
 /* Check a request on its own (no file needed): 0, or -1 with JF_ERR_ARG. */
@@ -318,5 +320,35 @@ int jf_cube_check(const jf_cube_request *r, jf_status *st);
  * without any interpreter lock. */
 int jf_cube(const uint8_t *buf, size_t len, const jf_cube_request *r, float *out,
             jf_status *st);
+
+/* ---- jf_photo.c --------------------------------------------------------- */
+
+#define JF_PHOTO_N 5        /* brightness, contrast, saturation, hue, grayscale */
+
+/* What is left after the fold: contrast's Y0 blend and the hue rotation. */
+typedef struct {
+    int ydc;                        /* channel of Y0 left raw (contrast), -1: none */
+    double dc_g, dc_c0, dc_c1;      /* Y0 = raw * dc_g + dc_c0 + dc_c1 * mean(raw) */
+    int npairs;                     /* (Cb, Cr) channel pairs rotated by the hue */
+    double cos_h, sin_h;
+    int cb[64], cr[64];
+    float sb[64], ob[64], sr[64], orr[64];  /* the pairs' normalisation */
+} jf_photo_post;
+
+/* 0 when the values are valid (finite; factors >= 0; hue in [-0.5, 0.5]; grayscale
+ * 0 or 1), else -1 with JF_ERR_ARG. */
+int jf_photo_check(const double p[JF_PHOTO_N], jf_status *st);
+
+/* The operator's scale/offset sc[nch], of[nch] for photometric p on top of the
+ * caller's normalisation scale/offset (either NULL: 1 / 0), and the pass that is left.
+ * A hue rotation needs Cb and Cr channels of the same frequencies.  0, or -1 with
+ * JF_ERR_ARG. */
+int jf_photo_fold(const double p[JF_PHOTO_N], int nch, const int *comp, const int *k,
+                  const float *scale, const float *offset, float *sc, float *of,
+                  jf_photo_post *post, jf_status *st);
+
+/* The pass on a cube written with jf_photo_fold's scale/offset (channels of plane
+ * values each), in place. */
+void jf_photo_finish(const jf_photo_post *post, float *cube, size_t plane);
 
 #endif

@@ -103,6 +103,8 @@ int jf_cube_check(const jf_cube_request *r, jf_status *st)
             return -1;
         }
     }
+    if (r->has_photo && jf_photo_check(r->photo, st) != 0)
+        return -1;
     return 0;
 }
 
@@ -294,7 +296,10 @@ int jf_cube(const uint8_t *buf, size_t len, const jf_cube_request *r, float *out
 {
     jf_decoder *d;
     cube_part part[3];
-    int rc, o, stop = 0, lo = 0;
+    int rc = 0, o, stop = 0, lo = 0;
+    const float *scale = r->scale, *offset = r->offset;
+    float sc[JF_MAX_CHANNELS], of[JF_MAX_CHANNELS];
+    jf_photo_post post;
 
     jf_status_init(st);
     if (jf_cube_check(r, st) != 0)
@@ -324,8 +329,16 @@ int jf_cube(const uint8_t *buf, size_t len, const jf_cube_request *r, float *out
         o = 1;
     else if (o < 0)
         o = d->hdr.orientation;
-    rc = cube_plan(&d->hdr, r->comp, r->k, r->scale, r->offset, r->nch, out, r->out_h,
-                   r->out_w, r->has_box ? r->box : NULL, r->resize, r->flip, o, part, st);
+    if (r->has_photo) {
+        /* photometric ops folded into the operator's scale/offset (jf_photo.c) */
+        rc = jf_photo_fold(r->photo, r->nch, r->comp, r->k, r->scale, r->offset, sc, of,
+                           &post, st);
+        scale = sc;
+        offset = of;
+    }
+    if (rc == 0)
+        rc = cube_plan(&d->hdr, r->comp, r->k, scale, offset, r->nch, out, r->out_h,
+                       r->out_w, r->has_box ? r->box : NULL, r->resize, r->flip, o, part, st);
     /* the rows the operator reads: entropy-decode only down to the last one
      * (early stop), and tell the caller how many of them had data */
     if (rc == 0) {
@@ -345,6 +358,8 @@ int jf_cube(const uint8_t *buf, size_t len, const jf_cube_request *r, float *out
         rc = jf_strict_check(st);
     if (rc == 0)
         rc = cube_run(d, part, out, r->out_h, r->out_w, st);
+    if (rc == 0 && r->has_photo)
+        jf_photo_finish(&post, out, (size_t)(r->out_h / 8) * (r->out_w / 8));
     jf_close(d);
     free(d);
     return rc;

@@ -144,7 +144,10 @@ static int u16(const uint8_t *p)
  *   t4..5   resize 1 + u16 % 512 (eval); with bit 7, u16 - 8 raw
  *   t6..13  box: x0, y0 (signed), width, height (unsigned), quarter pixels or
  *           1/4096 of the displayed size
- *   t14     channel set (set_from: t14 % 6), t15 its parameter */
+ *   t14     channel set (set_from: t14 % 6), t15 its parameter
+ * Without a box, bit 5 of t1 asks for photometric ops from t6..t11 instead:
+ * brightness t6 / 64, contrast t7 / 64, saturation t8 / 64, hue (t9 - 128) / 256,
+ * grayscale t10 & 1, and t11 == 255 makes the contrast NaN (refused). */
 static void fuzzed_request(const uint8_t *t, const jf_header *h, jf_cube_request *r,
                            channels *ch)
 {
@@ -176,6 +179,14 @@ static void fuzzed_request(const uint8_t *t, const jf_header *h, jf_cube_request
             r->box[2] = r->box[0] + u16(t + 10) / 4.0;
             r->box[3] = r->box[1] + u16(t + 12) / 4.0;
         }
+    }
+    if (!r->has_box && ((t[1] >> 5) & 1)) {
+        r->has_photo = 1;
+        r->photo[0] = t[6] / 64.0;
+        r->photo[1] = t[11] == 255 ? NAN : t[7] / 64.0;
+        r->photo[2] = t[8] / 64.0;
+        r->photo[3] = (t[9] - 128) / 256.0;
+        r->photo[4] = t[10] & 1;
     }
     set_from(ch, t[14] % 6, t[15]);
     attach(r, ch, (t[1] >> 6) & 1);

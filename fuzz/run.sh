@@ -49,7 +49,7 @@ JPEG_LIBS=$(pkg-config --libs libjpeg 2>/dev/null || echo -ljpeg)
 # shellcheck disable=SC2086
 "$CLANG" -g -O1 -fno-omit-frame-pointer -Wno-psabi \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-    -Icsrc $JPEG_CFLAGS fuzz/fuzz_reader.c csrc/jf_read.c csrc/jf_resample.c csrc/jf_cube.c \
+    -Icsrc $JPEG_CFLAGS fuzz/fuzz_reader.c csrc/jf_read.c csrc/jf_resample.c csrc/jf_cube.c csrc/jf_photo.c \
     $JPEG_LIBS -lm -pthread -o "$BIN"
 echo "fuzz: built $BIN"
 

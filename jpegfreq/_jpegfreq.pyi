@@ -97,6 +97,7 @@ def cube(
     early_stop: bool = True,
     out: Optional[object] = None,
     extent: bool = False,
+    photometric: Optional[Tuple[float, float, float, float, float]] = None,
 ) -> Tuple[object, List[str]]:
     """The float32 cube (C, out_h/8, out_w/8) and the warnings.  comp/k: int32 per
     channel (component 0..2, natural frequency 0..63); box (x0, y0, x1, y1) in displayed
@@ -104,7 +105,21 @@ def cube(
     1..8; out: a writable C-contiguous float32 buffer written in place and returned
     (else a new numpy array); extent=True: a third element, the Extent (read_lo..read_hi:
     the MCU rows the cube reads).  Raises ValueError on a bad request and Error with
-    ERR_NEEDS_SPATIAL for files the compressed path cannot take."""
+    ERR_NEEDS_SPATIAL for files the compressed path cannot take.  photometric:
+    (brightness, contrast, saturation, hue, grayscale 0/1) applied to the output image
+    before scale/offset, folded into the operator (a hue rotation needs Cb and Cr of the
+    same frequencies)."""
+def photometric(
+    cube: NDArray[np.float32],
+    comp: NDArray[np.int32],
+    k: NDArray[np.int32],
+    photometric: Tuple[float, float, float, float, float],
+    scale: Optional[NDArray[np.float32]] = None,
+    offset: Optional[NDArray[np.float32]] = None,
+) -> None:
+    """cube's photometric ops, then x * scale + offset, in place on an unnormalised
+    C-contiguous float32 cube of the channels comp/k: what cube() does with them while it
+    writes, as a separate step.  Raises ValueError / TypeError on bad arguments."""
 def axis_matrix(
     image_size: int, comp_size: int, factor: int, box0: float, box1: float,
     out_size: int, flip: bool = False,

@@ -25,27 +25,29 @@ The ops, in this fixed order, on the output image (after the geometry), with no 
   partner too and drops it afterwards.
 - grayscale: chroma 0 (neutral grey), Y unchanged.
 
-Cost: brightness, saturation and grayscale (and contrast when the set has no Y0) are
-per-channel scales and an offset on Y0: they are folded into the scale/offset the C operator
-already applies (``coefficient_plan``), no extra pass.  Contrast with Y0 reads the raw Y0
-channel once (its mean) and rescales it; hue is one pass over the chroma channels.
+Cost: the C operator does it all while it writes the cube (csrc/jf_photo.c, with the
+GIL released).  Brightness, saturation and grayscale (and contrast when the set has no Y0)
+are per-channel scales and an offset on Y0, folded into the scale/offset it already
+applies: no extra pass.  Contrast with Y0 reads the raw Y0 channel once (its mean) and
+rescales it; hue is one pass over the chroma channels.
 
 The same ops run in pixel space on the spatial path (``adjust_planes``, the reference) and on
-RGB inputs (``adjust_rgb``).  This module does not import the pipeline at load time; the
-pipeline calls ``coefficient_plan`` / ``CoefficientPlan.finish``, ``adjust_planes`` and
-``adjust_rgb``.
+RGB inputs (``adjust_rgb``).  This module does not import the pipeline; the pipeline calls
+``coefficient_request`` (the channels to compute), ``adjust_planes`` and ``adjust_rgb``,
+and hands ``Photometric.values`` to the operator.
 """
 import functools
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import numpy as np
 
+from . import _jpegfreq
 from .channels import ChannelSet
 
-__all__ = ["Photometric", "CoefficientPlan", "coefficient_plan", "apply_to_cube",
-           "adjust_planes", "adjust_rgb", "DC_GAIN", "LEVEL"]
+__all__ = ["Photometric", "coefficient_request", "apply_to_cube", "adjust_planes",
+           "adjust_rgb", "DC_GAIN", "LEVEL"]
 
 #: DC of an 8x8 block of constant level-shifted value c under the orthonormal DCT: 8 c.
 DC_GAIN = 8.0
@@ -124,6 +126,13 @@ class Photometric:
         """What every chroma coefficient is multiplied by (before the hue rotation)."""
         return 0.0 if self.grayscale else self.brightness * self.contrast * self.saturation
 
+    @property
+    def values(self) -> tuple:
+        """(brightness, contrast, saturation, hue, grayscale as 0.0 / 1.0): the C operator's
+        form."""
+        return (self.brightness, self.contrast, self.saturation, self.hue,
+                1.0 if self.grayscale else 0.0)
+
     def to_dict(self) -> dict:
         return {"brightness": self.brightness, "contrast": self.contrast,
                 "saturation": self.saturation, "hue": self.hue, "grayscale": self.grayscale}
@@ -150,20 +159,16 @@ class Photometric:
         Draws happen in the fixed order brightness, contrast, saturation, hue, grayscale
         (ColorJitter also shuffles the order of the ops; here the order is always that one).
         """
-        names, los, his = [], [], []
-        for name, spec in (("brightness", brightness), ("contrast", contrast),
-                           ("saturation", saturation), ("hue", hue)):
-            rng_ = _hue_range(spec) if name == "hue" else _factor_range(name, spec)
-            if rng_ is not None:
-                names.append(name)
-                los.append(rng_[0])
-                his.append(rng_[1])
-        p = _number("grayscale_p", grayscale_p)
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"grayscale_p must be within [0, 1], got {p}")
+        spec = (brightness, contrast, saturation, hue, grayscale_p)
+        try:
+            hash(spec)
+        except TypeError:                   # lists: checked on every call
+            ranges, p = _ranges.__wrapped__(*spec)
+        else:                               # checked once per spec (a per-sample cost)
+            ranges, p = _ranges(*spec)
         vals = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.0}
-        if names:   # rng.uniform(lo, hi) is lo + (hi - lo) * rng.random(): one call for all
-            for name, lo, hi, u in zip(names, los, his, rng.random(len(names)).tolist()):
+        if ranges:  # rng.uniform(lo, hi) is lo + (hi - lo) * rng.random(): one call for all
+            for (name, lo, hi), u in zip(ranges, rng.random(len(ranges)).tolist()):
                 vals[name] = lo + (hi - lo) * u
         vals["grayscale"] = bool(p > 0.0 and rng.random() < p)
         # the values lie in checked ranges: skip __post_init__'s checks (a per-sample cost)
@@ -171,6 +176,21 @@ class Photometric:
         for name, v in vals.items():
             object.__setattr__(out, name, v)
         return out
+
+
+@functools.lru_cache(maxsize=64, typed=True)
+def _ranges(brightness, contrast, saturation, hue, grayscale_p):
+    """((name, lo, hi) of each drawn factor, grayscale probability) of a sample() spec."""
+    ranges = []
+    for name, spec in (("brightness", brightness), ("contrast", contrast),
+                       ("saturation", saturation), ("hue", hue)):
+        r = _hue_range(spec) if name == "hue" else _factor_range(name, spec)
+        if r is not None:
+            ranges.append((name, r[0], r[1]))
+    p = _number("grayscale_p", grayscale_p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"grayscale_p must be within [0, 1], got {p}")
+    return tuple(ranges), p
 
 
 def _pair(name, spec):
@@ -213,183 +233,62 @@ def _hue_range(spec):
 
 
 # ---------------------------------------------------------------------------
-# Coefficient domain: folded into the operator's scale/offset, plus a small post-pass
+# Coefficient domain: the C operator folds the ops (csrc/jf_photo.c)
 # ---------------------------------------------------------------------------
 
-class _Layout(NamedTuple):
-    request: ChannelSet       # what the operator computes (cs, or cs plus hue partners)
-    keep: object              # None (request == cs), or the positions of cs's channels
-    ny: int                   # request holds Y first: channels [0, ny) are Y, the rest chroma
-    ydc: int                  # position of Y0 in request, -1 if absent
-    cb: Optional[slice]       # the Cb block of request (same k order as cr), when paired
-    cr: Optional[slice]
-    pos: np.ndarray           # positions in request of cs's channels (for scale/offset)
-    ones: np.ndarray          # read-only float32 ones / zeros of len(request)
-    zeros: np.ndarray
-    terms: Optional[tuple]    # _chroma_terms of an unnormalised request (paired sets)
-
-
 @functools.lru_cache(maxsize=128)
-def _layout(cs: ChannelSet, pairs: bool) -> _Layout:
-    request, keep = cs, None
+def _request(cs: ChannelSet, pairs: bool):
     if pairs:
         ycb, ycr = set(cs.per_component[1]), set(cs.per_component[2])
         both = ycb | ycr
-        if both and (ycb != ycr):
+        if both and ycb != ycr:
             request = ChannelSet(set(cs.indices) | {64 + k for k in both} | {128 + k for k in both})
-    idx = {g: i for i, g in enumerate(request.indices)}
-    pos = np.array([idx[g] for g in cs.indices], np.intp)
-    if request is not cs:
-        keep = pos
-    ny, ncb, ncr = request.counts
-    cb = cr = None
-    if pairs and ncb and ncb == ncr:
-        cb, cr = slice(ny, ny + ncb), slice(ny + ncb, ny + 2 * ncb)
-        assert request.per_component[1] == request.per_component[2]
-    ones, zeros = np.ones(request.count, np.float32), np.zeros(request.count, np.float32)
-    ones.flags.writeable = zeros.flags.writeable = False
-    terms = _chroma_terms(ones, zeros, cb, cr) if cb is not None else None
-    return _Layout(request, keep, ny, int(idx.get(0, -1)), cb, cr, pos, ones, zeros, terms)
+            idx = {g: i for i, g in enumerate(request.indices)}
+            keep = np.array([idx[g] for g in cs.indices], np.intp)
+            keep.flags.writeable = False
+            return request, keep
+    return cs, None
 
 
-class CoefficientPlan(NamedTuple):
-    """What the operator is asked for and what remains after it.
-
-    request: the ChannelSet the operator computes (the caller's set, or that set plus the
-    chroma partners a hue rotation needs).  scale, offset: float32 per request channel, for
-    the operator's ``x * scale + offset`` (None: none).  ``finish(res)``: the post-pass on
-    the operator's (len(request), H, W) float32 result, in place; returns the caller's
-    channels (a view of res when nothing is dropped).
-    """
-    request: ChannelSet
-    scale: Optional[np.ndarray]
-    offset: Optional[np.ndarray]
-    layout: Optional[_Layout] = None
-    # Y0 under contrast: final = raw * dc[0] + (dc[1] + dc[2] * mean(raw))
-    dc: Optional[tuple] = None
-    # hue: cb' = cb * diag - cr * rot_b, cr' = cr * diag + cb * rot_r (diag None: 1)
-    rot: Optional[tuple] = None
-
-    @property
-    def needs_pass(self) -> bool:
-        """True when finish() does work beyond returning the operator's result."""
-        return self.layout is not None and (self.dc is not None or self.rot is not None
-                                            or self.layout.keep is not None)
-
-    def finish(self, res: np.ndarray) -> np.ndarray:
-        lay = self.layout
-        if lay is None:
-            return res
-        if self.dc is not None:
-            # the operator left Y0 raw: its mean over the output is 8 * (mean grey - 128)
-            raw = res[lay.ydc]
-            g, c0, c1 = self.dc
-            m0 = float(np.add.reduce(raw, axis=None)) / raw.size   # pairwise float32 sum
-            raw *= np.float32(g)
-            raw += np.float32(c0 + c1 * m0)
-        if self.rot is not None:
-            cb, cr = res[lay.cb], res[lay.cr]
-            diag, rot_b, rot_r = self.rot
-            t_r = np.multiply(cb, rot_r)
-            t_b = np.multiply(cr, rot_b)
-            if diag is not None:
-                cb *= diag
-                cr *= diag
-            cb -= t_b
-            cr += t_r
-        if lay.keep is not None:
-            return res[lay.keep]
-        return res
+def coefficient_request(p: Optional[Photometric], cs: ChannelSet):
+    """(request, keep): the channels the operator computes for Photometric ``p`` on channel
+    set ``cs``, and the positions of cs's channels in it (None when request is cs).  A hue
+    rotation needs each frequency's Cb and Cr: a set holding only one of them is widened by
+    the partners, which are dropped afterwards (``result[keep]``)."""
+    return _request(cs, p is not None and p.rotates)
 
 
-def _chroma_terms(sc, of, kb, kr):
-    """Per chroma pair: sc_b / sc_r, of_b, of_r, of_b * sc_r / sc_b, of_r * sc_b / sc_r
-    (float32), for the hue rotation's folded offsets."""
-    sb, sr = sc[kb], sc[kr]
-    if not ((sb != 0).all() and (sr != 0).all()):
-        raise ValueError("a hue rotation needs non-zero normalisation scales on chroma")
-    ratio = (sb / sr).reshape(-1, 1, 1)      # shaped for the rotation's (K, H, W) blocks
-    ob, orr = of[kb], of[kr]
-    r1 = ratio[:, 0, 0]
-    return ratio, ob, orr, ob / r1, orr * r1
-
-
-def coefficient_plan(p: Optional[Photometric], cs: ChannelSet, scale=None,
-                     offset=None) -> CoefficientPlan:
-    """The operator's request and scale/offset for Photometric ``p`` on channel set ``cs``,
-    with ``scale``/``offset`` the caller's normalisation (None: unnormalised).
-
-    Everything per-channel is folded into the returned scale/offset (no extra pass); what
-    is left (contrast's Y0 mean, the hue rotation, dropping hue partners) is
-    ``plan.finish(result)``.  ``p`` None or identity: the request is cs and the scale/offset
-    are the caller's, unchanged.
-    """
-    if p is None or p.identity:
-        return CoefficientPlan(cs, scale, offset)
-    lay = _layout(cs, p.rotates)
-    f32 = np.float32
-    if lay.keep is None:
-        sc = lay.ones if scale is None else np.asarray(scale, f32)
-        of = lay.zeros if offset is None else np.asarray(offset, f32)
-    else:
-        sc, of = lay.ones.copy(), lay.zeros.copy()
-        if scale is not None:
-            sc[lay.pos] = scale
-        if offset is not None:
-            of[lay.pos] = offset
-    b, f, ny = p.brightness, p.contrast, lay.ny
-    op_sc = np.empty_like(sc)
-    np.multiply(sc[:ny], f32(p.luma_gain), out=op_sc[:ny])
-    np.multiply(sc[ny:], f32(p.chroma_gain), out=op_sc[ny:])
-    op_of = of.copy()
-    dc = rot = None
-    if lay.ydc >= 0:
-        i = lay.ydc
-        sci = float(sc[i])
-        shift = DC_GAIN * LEVEL * (b - 1.0)        # brightness of the level-shifted DC
-        if f != 1.0:                                # contrast: blend with the mean DC
-            dc = (float(op_sc[i]), shift * sci + float(of[i]), (1.0 - f) * b * sci)
-            op_sc[i], op_of[i] = 1.0, 0.0           # raw: finish() needs its mean
-        else:
-            op_of[i] += shift * sci
-    if p.rotates and lay.cb is not None:
-        # out_b = sc_b (c u_b - s u_r) + of_b, out_r = sc_r (s u_b + c u_r) + of_r, with u the
-        # chroma after its gain.  The operator gives z = lam * sc * u + q; then
-        # out_b = (c/lam) z_b - a z_r, out_r = (c/lam) z_r + r z_b, a = s sc_b / (lam sc_r),
-        # r = s sc_r / (lam sc_b), and q solves the 2x2 system that leaves no constant over.
-        th = 2.0 * math.pi * p.hue
-        c, s = math.cos(th), math.sin(th)
-        lam = c if abs(c) >= 0.5 else 1.0          # lam = c saves two multiplies
-        kb, kr = lay.cb, lay.cr
-        if scale is None and offset is None:
-            ratio, ob, orr, rob, rorr = lay.terms
-        else:
-            ratio, ob, orr, rob, rorr = _chroma_terms(sc, of, kb, kr)
-        a, r = (s / lam) * ratio, (s / lam) / ratio
-        k1, k2 = c * lam, s * lam                   # lam^2 * (c / lam), lam^2 * (s / lam)
-        op_sc[ny:] *= f32(lam)
-        if offset is not None:
-            op_of[kb] = k1 * ob + k2 * rorr
-            op_of[kr] = k1 * orr - k2 * rob
-        rot = (None if lam == c else f32(c / lam), a, r)
-    return CoefficientPlan(lay.request, op_sc, op_of, lay, dc, rot)
+def widen(values, keep, n: int, fill: float):
+    """Per-channel ``values`` of cs (or None) placed at ``keep`` in a float32 array of the
+    request's n channels, ``fill`` elsewhere (``keep`` None: values unchanged)."""
+    if keep is None or values is None:
+        return values
+    out = np.full(n, fill, np.float32)
+    out[keep] = values
+    return out
 
 
 def apply_to_cube(p: Optional[Photometric], cube: np.ndarray, cs: ChannelSet,
                   scale=None, offset=None) -> np.ndarray:
     """Photometric ``p`` (then the normalisation ``x * scale + offset``) applied to an
-    unnormalised cube of ``coefficient_plan(p, cs).request``'s channels: what the operator
-    and the post-pass do together, as a separate step (float32 result for cs)."""
-    plan = coefficient_plan(p, cs, scale, offset)
+    unnormalised cube of ``coefficient_request(p, cs)[0]``'s channels: what the operator
+    does while it writes the cube, as a separate step (float32 result for cs)."""
+    request, keep = coefficient_request(p, cs)
     x = np.array(cube, np.float32)
-    if x.ndim != 3 or x.shape[0] != plan.request.count:
-        raise ValueError(f"cube must be ({plan.request.count}, H, W) for channels "
-                         f"{plan.request.name}, got shape {x.shape}")
-    if plan.scale is not None:
-        x *= plan.scale[:, None, None]
-    if plan.offset is not None:
-        x += plan.offset[:, None, None]
-    return plan.finish(x)
+    if x.ndim != 3 or x.shape[0] != request.count:
+        raise ValueError(f"cube must be ({request.count}, H, W) for channels "
+                         f"{request.name}, got shape {x.shape}")
+    n = request.count
+    scale = widen(None if scale is None else np.asarray(scale, np.float32), keep, n, 1.0)
+    offset = widen(None if offset is None else np.asarray(offset, np.float32), keep, n, 0.0)
+    if p is None or p.identity:
+        if scale is not None:
+            x *= scale[:, None, None]
+        if offset is not None:
+            x += offset[:, None, None]
+    else:
+        _jpegfreq.photometric(x, request.component_of, request.k, p.values, scale, offset)
+    return x if keep is None else x[keep]
 
 
 # ---------------------------------------------------------------------------

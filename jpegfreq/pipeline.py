@@ -26,7 +26,8 @@ import numpy as np
 from . import _jpegfreq
 from .channels import ChannelSet
 from .errors import JpegError
-from .photometric import RGB_TO_YCBCR, Photometric, adjust_planes, adjust_rgb, coefficient_plan
+from .photometric import (RGB_TO_YCBCR, Photometric, adjust_planes, adjust_rgb,
+                          coefficient_request, widen)
 from .geometry import (Geometry, block_dct, compose_orientations, displayed_size,
                        eval_geometry, orient_box, orient_plane, resample_plane)
 from .reader import _limit, account_share, source_name, stored_rows, translate
@@ -135,8 +136,8 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
         this call's warnings.  A file with none of them decoded raises JpegError
         ("truncated before any image data ...") on every path.
     photometric: a jpegfreq.Photometric (brightness, contrast, saturation, hue,
-        grayscale) applied to the output image before ``stats``: on jpeg-coeffs folded
-        into the operator's scale/offset (contrast with Y0 and hue add a small pass);
+        grayscale) applied to the output image before ``stats``: on jpeg-coeffs done by
+        the C operator as it writes (contrast with Y0 and hue add a small pass there);
         spatial: the same ops on the resampled pixel planes; rgb: the same ops in RGB,
         then one clamp to [0, 1].  See docs/augment.md.
     Returns float32/float16 numpy (C, out_h/8, out_w/8); rgb: (3, out_h, out_w).
@@ -165,8 +166,10 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
         return _finish(spatial_cube(src, cs, geometry, stats, max_pixels,
                                     photometric=photometric, **report), dt, out)
     scale, offset = _scale_offset(stats, cs, source, geometry)
-    plan = coefficient_plan(photometric, cs, scale, offset)   # identity: cs, scale, offset
-    req = plan.request
+    req, keep = coefficient_request(photometric, cs)   # keep: hue partners added to cs
+    if keep is not None:
+        scale, offset = widen(scale, keep, req.count, 1.0), widen(offset, keep, req.count, 0.0)
+    photo = photometric.values if photometric is not None else None
     box, flip, orientation = geometry.box, geometry.flip, -1 if geometry.exif else 0
     if geometry.orientation != 1:
         src = src if isinstance(src, Source) else read_source(src, max_pixels)
@@ -180,9 +183,9 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
               and req is cs else None)
     try:
         res, warns, extent = _jpegfreq.cube(
-            arg, req.component_of, req.k, geometry.out_h, geometry.out_w, plan.scale,
-            plan.offset, box, geometry.resize, flip, orientation,
-            _limit(max_pixels), bool(strict), bool(band_cutoff), out=direct, extent=True)
+            arg, req.component_of, req.k, geometry.out_h, geometry.out_w, scale, offset,
+            box, geometry.resize, flip, orientation, _limit(max_pixels), bool(strict),
+            bool(band_cutoff), out=direct, extent=True, photometric=photo)
     except _jpegfreq.Error as e:
         if e.args[0] != _jpegfreq.ERR_NEEDS_SPATIAL:
             raise translate(name, e) from None
@@ -191,7 +194,7 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
         return _finish(spatial_cube(src, cs, geometry, stats, max_pixels,
                                     photometric=photometric, **report), dt, out)
     _report(name, warns, extent, None, **report)
-    return _finish(plan.finish(res), dt, out)
+    return _finish(res if keep is None else res[keep], dt, out)
 
 
 #: EXIF orientation value of a horizontal mirror

@@ -15,8 +15,9 @@ import torchvision.transforms.v2.functional as TF
 import jpegfreq
 from jpegfreq import ChannelSet, eval_geometry, sample_train
 from jpegfreq.geometry import block_dct, block_idct
+from jpegfreq import _jpegfreq
 from jpegfreq.photometric import (DC_GAIN, LEVEL, Photometric, adjust_planes, adjust_rgb,
-                                  apply_to_cube, coefficient_plan)
+                                  apply_to_cube, coefficient_request)
 from jpeg_factory import make_jpeg
 from reference import pooled_rel_rms  # noqa: E402
 
@@ -85,8 +86,8 @@ def test_coefficient_ops_equal_pixel_ops(photo_420, train_planes, op, channels, 
     g, planes = train_planes
     scale, offset = _stats_arrays(cs) if normalised else (None, None)
     ref = _pixel_reference(planes, cs, p, scale, offset)
-    plan = coefficient_plan(p, cs, scale, offset)
-    got = apply_to_cube(p, jpegfreq.cube(photo_420, plan.request, geometry=g), cs, scale, offset)
+    request, _ = coefficient_request(p, cs)
+    got = apply_to_cube(p, jpegfreq.cube(photo_420, request, geometry=g), cs, scale, offset)
     assert got.shape == ref.shape and got.dtype == np.float32
     assert rel_rms(got, ref) < 1e-5, f"{op} {channels}"
     untouched = _pixel_reference(planes, cs, None, scale, offset)
@@ -128,22 +129,55 @@ def test_hue_rotates_each_chroma_pair():
                             rel_tol=1e-5)
 
 
-def test_per_channel_ops_need_no_pass():
-    """Brightness, saturation and grayscale (and contrast without Y0) are folded into the
-    operator's scale/offset; contrast with Y0 and hue leave work for finish()."""
-    cs, no_dc = ChannelSet.parse("24S"), ChannelSet.parse("Y:1-3;Cb:0;Cr:0")
-    scale, offset = _stats_arrays(cs)
-    for p in (Photometric(brightness=1.3), Photometric(saturation=0.2),
-              Photometric(grayscale=True, hue=0.2), Photometric(1.2, 1.0, 0.8, 0.0, True)):
-        plan = coefficient_plan(p, cs, scale, offset)
-        assert not plan.needs_pass and plan.request == cs
-        assert not np.array_equal(plan.scale, scale)
-    assert not coefficient_plan(Photometric(contrast=0.5), no_dc).needs_pass
-    assert coefficient_plan(Photometric(contrast=0.5), cs).needs_pass
-    assert coefficient_plan(Photometric(hue=0.1), cs).needs_pass
-    ident = coefficient_plan(Photometric(), cs, scale, offset)
-    assert ident.scale is scale and ident.offset is offset and not ident.needs_pass
-    assert coefficient_plan(None, cs).request is cs
+def test_only_a_hue_rotation_widens_the_request():
+    """The operator computes the caller's channels, plus each frequency's missing Cb or Cr
+    partner when the hue rotates (and only then)."""
+    cs, part = ChannelSet.parse("24S"), ChannelSet.parse("Y:0,1;Cb:0,1;Cr:1,8")
+    for p in (None, Photometric(), Photometric(brightness=1.3, contrast=0.5, saturation=0.2),
+              Photometric(hue=0.2), Photometric(grayscale=True, hue=0.2)):
+        assert coefficient_request(p, cs) == (cs, None)
+    assert coefficient_request(Photometric(saturation=0.3), part) == (part, None)
+    assert coefficient_request(Photometric(hue=0.2, grayscale=True), part) == (part, None)
+    request, keep = coefficient_request(Photometric(hue=0.2), part)
+    assert request == ChannelSet.parse("Y:0,1;Cb:0,1,8;Cr:0,1,8")
+    assert [request.indices[i] for i in keep] == list(part.indices)
+
+
+def test_the_operator_refuses_bad_photometric_values(photo_420):
+    """The C entry points check what they are handed (ValueError, TypeError), and a rotation
+    of a set without each chroma partner is refused rather than computed wrongly."""
+    cs = ChannelSet.parse("24S")
+    raw = np.zeros((24, 2, 2), np.float32)
+    args = (photo_420, cs.component_of, cs.k, 64, 64)
+    for bad, what in (((-0.1, 1.0, 1.0, 0.0, 0.0), "brightness"),
+                      ((1.0, 1.0, -2.0, 0.0, 0.0), "saturation"),
+                      ((1.0, float("nan"), 1.0, 0.0, 0.0), "finite"),
+                      ((1.0, 1.0, 1.0, 0.7, 0.0), "hue"),
+                      ((1.0, 1.0, 1.0, 0.0, 0.5), "grayscale")):
+        with pytest.raises(ValueError, match=what):
+            _jpegfreq.cube(*args, resize=73, photometric=bad)
+        with pytest.raises(ValueError, match=what):
+            _jpegfreq.photometric(raw, cs.component_of, cs.k, bad)
+    for bad in ([1.0, 1.0, 1.0, 0.0, 0.0], (1.0, 1.0, 1.0), (1.0, "x", 1.0, 0.0, 0.0)):
+        with pytest.raises(TypeError):
+            _jpegfreq.cube(*args, resize=73, photometric=bad)
+    part = ChannelSet.parse("Y:0;Cb:0,1;Cr:1")
+    with pytest.raises(ValueError, match="Cb and Cr"):
+        _jpegfreq.cube(photo_420, part.component_of, part.k, 64, 64, resize=73,
+                       photometric=(1.0, 1.0, 1.0, 0.1, 0.0))
+    with pytest.raises(ValueError, match="Cb and Cr"):
+        _jpegfreq.photometric(np.zeros((4, 2, 2), np.float32), part.component_of, part.k,
+                              (1.0, 1.0, 1.0, 0.1, 0.0))
+    with pytest.raises(ValueError, match="float32"):
+        _jpegfreq.photometric(np.zeros((23, 2, 2), np.float32), cs.component_of, cs.k,
+                              (1.2, 1.0, 1.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="float32"):
+        _jpegfreq.photometric(np.zeros((24, 2, 2)), cs.component_of, cs.k,
+                              (1.2, 1.0, 1.0, 0.0, 0.0))
+    frozen = np.zeros((24, 2, 2), np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises((ValueError, BufferError)):
+        _jpegfreq.photometric(frozen, cs.component_of, cs.k, (1.2, 1.0, 1.0, 0.0, 0.0))
 
 
 # -- channel sets: hue partners, no Y0 ------------------------------------------
@@ -152,21 +186,20 @@ def test_hue_computes_missing_partners_and_drops_them(photo_420):
     part = ChannelSet.parse("Y:0,1;Cb:0,1;Cr:1,8")
     whole = ChannelSet.parse("Y:0,1;Cb:0,1,8;Cr:0,1,8")
     p = Photometric(saturation=1.2, hue=0.12)
-    plan = coefficient_plan(p, part)
-    assert plan.request == whole
-    got = apply_to_cube(p, jpegfreq.cube(photo_420, plan.request), part)
+    assert coefficient_request(p, part)[0] == whole
+    got = apply_to_cube(p, jpegfreq.cube(photo_420, whole), part)
     ref = apply_to_cube(p, jpegfreq.cube(photo_420, whole), whole)
     pick = [whole.indices.index(g) for g in part.indices]
     assert got.shape == (part.count, 56, 56)
     assert np.allclose(got, ref[pick], rtol=1e-6, atol=1e-4)
     # without hue nothing extra is asked for
-    assert coefficient_plan(Photometric(saturation=1.2), part).request == part
+    assert coefficient_request(Photometric(saturation=1.2), part)[0] == part
 
 
 def test_contrast_without_y0_needs_nothing_more(photo_420):
     no_dc, with_dc = ChannelSet.parse("Y:1,8,9;Cb:0;Cr:0"), ChannelSet.parse("6S")
     p = Photometric(brightness=1.1, contrast=0.5)
-    assert coefficient_plan(p, no_dc).request == no_dc
+    assert coefficient_request(p, no_dc)[0] == no_dc
     got = apply_to_cube(p, jpegfreq.cube(photo_420, no_dc), no_dc)
     ref = apply_to_cube(p, jpegfreq.cube(photo_420, with_dc), with_dc)
     assert np.allclose(got, ref[1:], rtol=1e-6, atol=1e-4)
@@ -425,8 +458,8 @@ def test_cube_folds_what_apply_to_cube_does(photo_420):
         cs = ChannelSet.parse(channels)
         scale, offset = stats.scale_offset(cs)
         for p in OPS.values():
-            plan = coefficient_plan(p, cs)
-            want = apply_to_cube(p, jpegfreq.cube(photo_420, plan.request), cs, scale, offset)
+            request, _ = coefficient_request(p, cs)
+            want = apply_to_cube(p, jpegfreq.cube(photo_420, request), cs, scale, offset)
             got = jpegfreq.cube(photo_420, cs, stats=stats, photometric=p)
             assert np.allclose(got, want, rtol=1e-5, atol=1e-4), (channels, p)
             rows = np.zeros((2, cs.count, 56, 56), np.float32)
@@ -469,6 +502,6 @@ def test_photometric_argument_type(photo_420):
 def test_hue_on_a_set_without_chroma_is_nothing(photo_420):
     cs = ChannelSet.parse("Y:0-3")
     p = Photometric(brightness=1.2, hue=0.2)
-    assert coefficient_plan(p, cs).request == cs
+    assert coefficient_request(p, cs) == (cs, None)
     assert np.array_equal(jpegfreq.cube(photo_420, cs, photometric=p),
                           jpegfreq.cube(photo_420, cs, photometric=Photometric(brightness=1.2)))
