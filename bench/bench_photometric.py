@@ -9,8 +9,10 @@ only (brightness and saturation: folded into the operator's scale/offset, no pas
 every op at fixed factors (contrast's Y0 pass and the hue rotation pass); with a
 ColorJitter(0.4, 0.4, 0.4, 0.1) draw per call, without and with statistics; the draw
 alone; and the loader's other per-image ops: a ta_exact policy op
-(jpegfreq.augment.sample_policy) with a random_erase=0.25 draw per call, and those draws alone.
+(jpegfreq.augment.sample_policy) with a random_erase=0.25 draw per call, and those draws alone;
+and two of the policy's orientations on their own (a quarter turn, a transpose).
 """
+import dataclasses
 import os
 import sys
 
@@ -67,6 +69,10 @@ def main():
             blobs[f], CS24, geometry=geo[f], stats=stats,
             photometric=Photometric.sample(prng, *JITTER))),
         ("the draw alone", lambda f: Photometric.sample(prng, *JITTER)),
+        ("+ a quarter turn (orientation 6)", lambda f: cube(
+            blobs[f], CS24, geometry=dataclasses.replace(geo[f], orientation=6))),
+        ("+ transpose (orientation 5)", lambda f: cube(
+            blobs[f], CS24, geometry=dataclasses.replace(geo[f], orientation=5))),
         ("+ ta_exact op, erasing 0.25", with_policy),
         ("their draws alone", policy_draws),
     ]

@@ -173,8 +173,7 @@ class Photometric:
         vals["grayscale"] = bool(p > 0.0 and rng.random() < p)
         # the values lie in checked ranges: skip __post_init__'s checks (a per-sample cost)
         out = object.__new__(cls)
-        for name, v in vals.items():
-            object.__setattr__(out, name, v)
+        out.__dict__.update(vals)
         return out
 
 
