@@ -216,6 +216,14 @@ def test_grayscale_files_keep_neutral_chroma():
         assert np.all(got[16:] == 0), p
         norm = apply_to_cube(p, raw, cs, scale, offset)
         assert np.allclose(norm[16:], offset[16:, None, None], atol=1e-5), p
+    # the operator's own path: chroma filled from the folded offsets, then the hue pass
+    from jpegfreq.stats import Stats
+    rng = np.random.default_rng(3)
+    stats = Stats(cs, rng.normal(0, 40, 24), rng.uniform(0.5, 80, 24), size=(448, 448))
+    scale, offset = stats.scale_offset(cs)
+    for p in OPS.values():
+        got = jpegfreq.cube(data, cs, stats=stats, photometric=p)
+        assert np.allclose(got[16:], offset[16:, None, None], atol=1e-5), p
 
 
 # -- pixel space and torchvision ------------------------------------------------
