@@ -60,6 +60,7 @@ int jf_photo_fold(const double p[JF_PHOTO_N], int nch, const int *comp, const in
 {
     double b = p[0], f = p[1], s = p[2], h = p[3];
     int gray = p[4] != 0.0, i, j;
+    unsigned char paired[JF_MAX_CHANNELS];
     double gy = b * f, gc = gray ? 0.0 : b * f * s;
     int rotate = h != 0.0 && gc != 0.0;
 
@@ -93,6 +94,12 @@ int jf_photo_fold(const double p[JF_PHOTO_N], int nch, const int *comp, const in
         return 0;
     /* the operator writes z = gc * raw for each chroma channel; the pass rotates the
      * pairs and normalises: out_b = sb (c z_b - s z_r) + ob, out_r = sr (s z_b + c z_r) + or */
+    if (nch > JF_MAX_CHANNELS) {
+        snprintf(st->msg, JF_MSG_LEN, "at most " JF_STR(JF_MAX_CHANNELS) " channels");
+        st->kind = JF_ERR_ARG;
+        return -1;
+    }
+    memset(paired, 0, sizeof(paired));
     post->cos_h = cos(2.0 * M_PI * h);
     post->sin_h = sin(2.0 * M_PI * h);
     for (i = 0; i < nch; i++) {
@@ -102,9 +109,11 @@ int jf_photo_fold(const double p[JF_PHOTO_N], int nch, const int *comp, const in
         of[i] = 0.0f;
         if (comp[i] != 1)
             continue;
-        for (j = 0; j < nch && !(comp[j] == 2 && k[j] == k[i]); j++) {}
-        if (j == nch)
-            break;
+        /* each Cr channel pairs once (a request may repeat a channel) */
+        for (j = 0; j < nch && !(comp[j] == 2 && k[j] == k[i] && !paired[j]); j++) {}
+        if (j == nch || post->npairs == 64)
+            break;      /* no partner, or more pairs than a component has frequencies */
+        paired[j] = 1;
         post->cb[post->npairs] = i;
         post->cr[post->npairs] = j;
         post->sb[post->npairs] = scale ? scale[i] : 1.0f;

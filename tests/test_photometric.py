@@ -168,6 +168,19 @@ def test_the_operator_refuses_bad_photometric_values(photo_420):
     with pytest.raises(ValueError, match="Cb and Cr"):
         _jpegfreq.photometric(np.zeros((4, 2, 2), np.float32), part.component_of, part.k,
                               (1.0, 1.0, 1.0, 0.1, 0.0))
+    # a repeated channel pairs with its own repeat: the same result for both copies
+    rep = np.random.default_rng(4).normal(0, 50, (4, 3, 3)).astype(np.float32)
+    rep[1], rep[3] = rep[0], rep[2]
+    twice = rep.copy()
+    _jpegfreq.photometric(twice, np.array([1, 1, 2, 2], np.int32), np.zeros(4, np.int32),
+                          (1.0, 1.0, 1.0, 0.1, 0.0))
+    assert np.array_equal(twice[0], twice[1]) and np.array_equal(twice[2], twice[3])
+    assert not np.allclose(twice, rep)
+    comp = np.array([1] * 65 + [2] * 65, np.int32)          # 65 pairs: one more than 64
+    k = np.array((list(range(64)) + [0]) * 2, np.int32)
+    with pytest.raises(ValueError, match="Cb and Cr"):
+        _jpegfreq.photometric(np.zeros((130, 1, 1), np.float32), comp, k,
+                              (1.0, 1.0, 1.0, 0.1, 0.0))
     with pytest.raises(ValueError, match="float32"):
         _jpegfreq.photometric(np.zeros((23, 2, 2), np.float32), cs.component_of, cs.k,
                               (1.2, 1.0, 1.0, 0.0, 0.0))
