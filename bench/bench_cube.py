@@ -74,17 +74,19 @@ def main():
     train_lists = {f: [sample_train(hdrs[f].width, hdrs[f].height, 448, rng)
                        for _ in range(a.repeat + 1)] for f in files}
     train_geo = {f: iter(g) for f, g in train_lists.items()}
-    # the same crops again, each with a ColorJitter(0.4, 0.4, 0.4, 0.1) draw: every op on.
-    # Their top-left corner moves by a millionth of a pixel, so that this row does not find
-    # the plain row's operator in the cache: both build one per call, as training does.
-    photo_geo = {f: iter([dataclasses.replace(g, box=(g.box[0] + 1e-6, g.box[1] + 1e-6)
-                                              + tuple(g.box[2:])) for g in gs])
-                 for f, gs in train_lists.items()}
+    def moved(eps):
+        """The same crops with their top-left corner moved by eps pixels: a row using them
+        does not find another row's operator in the cache (each builds one per call, as
+        training does)."""
+        return {f: iter([dataclasses.replace(g, box=(g.box[0] + eps, g.box[1] + eps)
+                                             + tuple(g.box[2:])) for g in gs])
+                for f, gs in train_lists.items()}
+
+    # the same crops again, each with a ColorJitter(0.4, 0.4, 0.4, 0.1) draw: every op on
+    photo_geo = moved(1e-6)
     prng = np.random.default_rng(2)
     # and once more with the draws made beforehand: the ops without the per-call draw
-    early_geo = {f: iter([dataclasses.replace(g, box=(g.box[0] + 2e-6, g.box[1] + 2e-6)
-                                              + tuple(g.box[2:])) for g in gs])
-                 for f, gs in train_lists.items()}
+    early_geo = moved(2e-6)
     drawn = iter([Photometric.sample(np.random.default_rng(3), 0.4, 0.4, 0.4, 0.1)
                   for _ in range(len(files) * (a.repeat + 1))])
     methods = [

@@ -677,14 +677,6 @@ static PyObject *py_photometric(PyObject *self, PyObject *args, PyObject *kw)
                                        "of %zd channels", n);
         goto release_cube;
     }
-    for (i = 0; i < n; i++) {
-        int c = ((const int *)comp_v.buf)[i], f = ((const int *)k_v.buf)[i];
-        if (c < 0 || c > 2 || f < 0 || f > 63) {
-            PyErr_Format(PyExc_ValueError, "channel %d: component %d / frequency %d out of "
-                                           "range", i, c, f);
-            goto release_cube;
-        }
-    }
     if (scale_o != Py_None) {
         if (parse_f32(scale_o, &scale_v, n, "scale") != 0)
             goto release_cube;

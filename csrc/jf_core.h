@@ -309,6 +309,10 @@ typedef struct {
     double photo[5];        /* brightness, contrast, saturation, hue (turns), grayscale 0/1 */
 } jf_cube_request;
 
+/* The channels of a request: 1..JF_MAX_CHANNELS of them, components 0..2,
+ * frequencies 0..63, at most 64 of one component.  0, or -1 with JF_ERR_ARG. */
+int jf_channels_check(int nch, const int *comp, const int *k, jf_status *st);
+
 /* Check a request on its own (no file needed): 0, or -1 with JF_ERR_ARG. */
 int jf_cube_check(const jf_cube_request *r, jf_status *st);
 
@@ -327,8 +331,9 @@ int jf_cube(const uint8_t *buf, size_t len, const jf_cube_request *r, float *out
 
 /* What is left after the fold: contrast's Y0 blend and the hue rotation. */
 typedef struct {
-    int ydc;                        /* channel of Y0 left raw (contrast), -1: none */
-    double dc_g, dc_c0, dc_c1;      /* Y0 = raw * dc_g + dc_c0 + dc_c1 * mean(raw) */
+    int nydc;                       /* Y0 channels left raw (contrast; a request may */
+    int ydc[64];                    /* repeat a channel): Y0 = raw * dc_g + dc_c0 +  */
+    double dc_g[64], dc_c0[64], dc_c1[64];  /* dc_c1 * mean(raw), each with its own */
     int npairs;                     /* (Cb, Cr) channel pairs rotated by the hue */
     double cos_h, sin_h;
     int cb[64], cr[64];
@@ -341,8 +346,8 @@ int jf_photo_check(const double p[JF_PHOTO_N], jf_status *st);
 
 /* The operator's scale/offset sc[nch], of[nch] for photometric p on top of the
  * caller's normalisation scale/offset (either NULL: 1 / 0), and the pass that is left.
- * A hue rotation needs Cb and Cr channels of the same frequencies.  0, or -1 with
- * JF_ERR_ARG. */
+ * The channels must pass jf_channels_check (it is made here too); a hue rotation needs
+ * Cb and Cr channels of the same frequencies.  0, or -1 with JF_ERR_ARG. */
 int jf_photo_fold(const double p[JF_PHOTO_N], int nch, const int *comp, const int *k,
                   const float *scale, const float *offset, float *sc, float *of,
                   jf_photo_post *post, jf_status *st);

@@ -64,10 +64,9 @@ int jf_photo_fold(const double p[JF_PHOTO_N], int nch, const int *comp, const in
     double gy = b * f, gc = gray ? 0.0 : b * f * s;
     int rotate = h != 0.0 && gc != 0.0;
 
-    if (jf_photo_check(p, st) != 0)
+    if (jf_photo_check(p, st) != 0 || jf_channels_check(nch, comp, k, st) != 0)
         return -1;
     memset(post, 0, sizeof(*post));
-    post->ydc = -1;
     for (i = 0; i < nch; i++) {
         double s0 = scale ? scale[i] : 1.0, o0 = offset ? offset[i] : 0.0;
         if (comp[i] == 0) {
@@ -76,10 +75,11 @@ int jf_photo_fold(const double p[JF_PHOTO_N], int nch, const int *comp, const in
             if (k[i] == 0) {
                 double shift = JF_DC_GAIN * JF_LEVEL * (b - 1.0);
                 if (f != 1.0) {        /* raw Y0: jf_photo_finish needs its mean */
-                    post->ydc = i;
-                    post->dc_g = s0 * gy;
-                    post->dc_c0 = shift * s0 + o0;
-                    post->dc_c1 = (1.0 - f) * b * s0;
+                    int n = post->nydc++;  /* < 64: jf_channels_check */
+                    post->ydc[n] = i;
+                    post->dc_g[n] = s0 * gy;
+                    post->dc_c0[n] = shift * s0 + o0;
+                    post->dc_c1[n] = (1.0 - f) * b * s0;
                     sc[i] = 1.0f;
                     of[i] = 0.0f;
                 } else
@@ -94,11 +94,6 @@ int jf_photo_fold(const double p[JF_PHOTO_N], int nch, const int *comp, const in
         return 0;
     /* the operator writes z = gc * raw for each chroma channel; the pass rotates the
      * pairs and normalises: out_b = sb (c z_b - s z_r) + ob, out_r = sr (s z_b + c z_r) + or */
-    if (nch > JF_MAX_CHANNELS) {
-        snprintf(st->msg, JF_MSG_LEN, "at most " JF_STR(JF_MAX_CHANNELS) " channels");
-        st->kind = JF_ERR_ARG;
-        return -1;
-    }
     memset(paired, 0, sizeof(paired));
     post->cos_h = cos(2.0 * M_PI * h);
     post->sin_h = sin(2.0 * M_PI * h);
@@ -111,8 +106,8 @@ int jf_photo_fold(const double p[JF_PHOTO_N], int nch, const int *comp, const in
             continue;
         /* each Cr channel pairs once (a request may repeat a channel) */
         for (j = 0; j < nch && !(comp[j] == 2 && k[j] == k[i] && !paired[j]); j++) {}
-        if (j == nch || post->npairs == 64)
-            break;      /* no partner, or more pairs than a component has frequencies */
+        if (j == nch)
+            break;      /* no partner (pairs < 64: jf_channels_check) */
         paired[j] = 1;
         post->cb[post->npairs] = i;
         post->cr[post->npairs] = j;
@@ -142,13 +137,13 @@ void jf_photo_finish(const jf_photo_post *post, float *cube, size_t plane)
 {
     size_t e;
     int n;
-    if (post->ydc >= 0) {
-        float *y = cube + (size_t)post->ydc * plane;
+    for (n = 0; n < post->nydc; n++) {
+        float *y = cube + (size_t)post->ydc[n] * plane;
         double sum = 0.0;
-        float g = (float)post->dc_g, c;
+        float g = (float)post->dc_g[n], c;
         for (e = 0; e < plane; e++)
             sum += y[e];
-        c = (float)(post->dc_c0 + post->dc_c1 * (plane ? sum / (double)plane : 0.0));
+        c = (float)(post->dc_c0[n] + post->dc_c1[n] * (plane ? sum / (double)plane : 0.0));
         for (e = 0; e < plane; e++)
             y[e] = y[e] * g + c;
     }

@@ -176,9 +176,17 @@ def test_the_operator_refuses_bad_photometric_values(photo_420):
                           (1.0, 1.0, 1.0, 0.1, 0.0))
     assert np.array_equal(twice[0], twice[1]) and np.array_equal(twice[2], twice[3])
     assert not np.allclose(twice, rep)
+    # a repeated Y0 under contrast: each copy blended with the mean, as the one channel is
+    y0 = np.random.default_rng(5).normal(0, 50, (1, 3, 3)).astype(np.float32)
+    one, two = y0.copy(), np.concatenate([y0, y0])
+    _jpegfreq.photometric(one, np.zeros(1, np.int32), np.zeros(1, np.int32),
+                          (1.0, 0.5, 1.0, 0.0, 0.0))
+    _jpegfreq.photometric(two, np.zeros(2, np.int32), np.zeros(2, np.int32),
+                          (1.0, 0.5, 1.0, 0.0, 0.0))
+    assert np.array_equal(two[0], one[0]) and np.array_equal(two[1], one[0])
     comp = np.array([1] * 65 + [2] * 65, np.int32)          # 65 pairs: one more than 64
     k = np.array((list(range(64)) + [0]) * 2, np.int32)
-    with pytest.raises(ValueError, match="Cb and Cr"):
+    with pytest.raises(ValueError, match="more than 64 channels of component 1"):
         _jpegfreq.photometric(np.zeros((130, 1, 1), np.float32), comp, k,
                               (1.0, 1.0, 1.0, 0.1, 0.0))
     with pytest.raises(ValueError, match="float32"):
