@@ -1,7 +1,7 @@
 """Training input throughput: JpegLoader against its ceiling and torchvision's and DALI's pipelines.
 
     python bench/bench_loader.py FOLDER [--epochs 10] [--rounds 3] [--batch 64] [--threads 2]
-                                 [--channels 24S] [--size 448] [--methods A,B,...]
+                                 [--channels 24S] [--size 448] [--repeat 1] [--methods A,B,...]
 
 FOLDER is an ImageFolder split (CLASS/IMAGE) or a flat folder of JPEGs (then a temporary
 ImageFolder of links to them is made, one class per file-name prefix before "_").  Every
@@ -219,6 +219,9 @@ def main():
     p.add_argument("--threads", type=int, default=2, help="threads / worker processes (2)")
     p.add_argument("--channels", default="24S")
     p.add_argument("--size", type=int, default=448)
+    p.add_argument("--repeat", type=int, default=1,
+                   help="links to every file in the timed folder (1): an epoch of N times the "
+                        "files, so each epoch's start and drain weigh as on a larger data set")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--shards", help=argparse.SUPPRESS)
@@ -242,6 +245,8 @@ def main():
     try:
         from jpegfreq.shards import write_shards
         root = image_folder(folder, tmp)
+        if a.repeat > 1:
+            root = repeated_folder(root, os.path.join(tmp, "repeated"), a.repeat)
         n = len(_images(root))
         paths = write_shards(root, os.path.join(tmp, "shards", "train"),
                              shard_size=max(1, -(-n // 4)), progress=False)
@@ -250,7 +255,8 @@ def main():
         compute_stats([f for f, _ in _images(root)][::max(1, n // 32)][:32], a.channels,
                       a.size, progress=False).save(stats)
         big = repeated_folder(root, os.path.join(tmp, "x4"), 4)
-        print(f"{n} images from {folder}; {a.channels} {a.size} train cubes, batch {a.batch}, "
+        print(f"{n} images from {folder}"
+              + (f" ({a.repeat} links to each file)" if a.repeat > 1 else "") + f"; {a.channels} {a.size} train cubes, batch {a.batch}, "
               f"{a.threads} threads/workers, {len(os.sched_getaffinity(0))} cores; "
               f"{a.epochs} timed epochs x {a.rounds} rounds; {len(paths)} shards")
         print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")

@@ -86,6 +86,12 @@ static PyObject *raise_status(const jf_status *st)
     return NULL;
 }
 
+/* Header parsing of bytes already in memory up to this size keeps the GIL: it
+ * stops at the first scan (microseconds), and every release is a point where a
+ * thread that wants the GIL back waits for another's Python (a loader's threads
+ * lose more to those waits than the parse costs). */
+#define JF_GIL_BYTES (1u << 20)
+
 /* The common start of every read: parse src, read a path's bytes and parse the
  * header (jf_open), the I/O and libjpeg work without the GIL.  Returns the open
  * decoder (free it after jf_close), or NULL with an exception set and nothing
@@ -104,11 +110,15 @@ static jf_decoder *open_input(PyObject *src, long long max_pixels, jf_input *in,
         return NULL;
     }
     jf_status_init(st);
-    Py_BEGIN_ALLOW_THREADS
-    rc = input_load(in, st);
-    if (rc == 0)
+    if (in->path != NULL || in->len > JF_GIL_BYTES) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = input_load(in, st);
+        if (rc == 0)
+            rc = jf_open(d, in->data, in->len, max_pixels, st);
+        Py_END_ALLOW_THREADS
+    } else {
         rc = jf_open(d, in->data, in->len, max_pixels, st);
-    Py_END_ALLOW_THREADS
+    }
     if (rc != 0) {
         input_release(in);
         free(d);
@@ -222,6 +232,156 @@ static PyObject *py_read_header(PyObject *self, PyObject *args, PyObject *kw)
     input_release(&in);
     res = header_dict(&d->hdr);
     free(d);
+    return res;
+}
+
+/* ======================================================================== */
+/* read_files(paths, max_pixels): several files and their headers at once   */
+/* ======================================================================== */
+
+#define JF_MAX_FILES 1024
+
+typedef struct {
+    PyObject *name;     /* the path as bytes (the file system's encoding) */
+    int fd;
+    long long offset;   /* a byte range (offset, size) of the file; whole: -1 */
+    long long want;
+    size_t size;
+    PyObject *data;     /* bytes of size, filled without the GIL */
+    int read_ok;        /* data holds the whole file */
+    int has_header;
+    jf_header hdr;
+    jf_status st;       /* the file's failure: reading it, or its header */
+} jf_file_job;
+
+/* Each path's bytes (or a byte range's: a shard's member) and header for a
+ * loader's worker: the opens and reads and
+ * the header parses of all of them in two GIL-free passes (open + size, then
+ * read + parse, the bytes objects made between them), where read_header on
+ * each path would release and take back the GIL several times per file.
+ * Returns [(data or None, header dict or None, (kind, message) or None)]:
+ * (None, None, err) when the file could not be read, (data, None, err) when
+ * its header could not be parsed (the caller decides: a damaged JPEG, or some
+ * other image format), (data, header, None) otherwise. */
+static PyObject *py_read_files(PyObject *self, PyObject *args)
+{
+    PyObject *paths_o, *seq, *res = NULL;
+    long long max_pixels = 0;
+    Py_ssize_t n, i;
+    jf_file_job *jobs;
+    jf_decoder *d;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O|L", &paths_o, &max_pixels))
+        return NULL;
+    seq = PySequence_Fast(paths_o, "paths must be a list of paths");
+    if (!seq)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(seq);
+    if (n > JF_MAX_FILES) {
+        Py_DECREF(seq);
+        return PyErr_Format(PyExc_ValueError, "at most %d paths at once, not %zd",
+                            JF_MAX_FILES, n);
+    }
+    jobs = (jf_file_job *)calloc((size_t)(n > 0 ? n : 1), sizeof(jf_file_job));
+    d = (jf_decoder *)malloc(sizeof(jf_decoder));
+    if (!jobs || !d) {
+        free(jobs);
+        free(d);
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (i = 0; i < n; i++) {
+        jobs[i].fd = -1;
+        jf_status_init(&jobs[i].st);
+    }
+    for (i = 0; i < n; i++) {
+        /* a path: str (any name os.listdir returns), bytes or os.PathLike; or a byte range
+         * of one, (path, offset, size) */
+        PyObject *p = PySequence_Fast_GET_ITEM(seq, i);
+        jobs[i].offset = -1;
+        if (PyTuple_Check(p)) {
+            PyObject *path;
+            if (!PyArg_ParseTuple(p, "OLL;a byte range is (path, offset, size)", &path,
+                                  &jobs[i].offset, &jobs[i].want))
+                goto done;
+            if (jobs[i].offset < 0 || jobs[i].want < 0 ||
+                jobs[i].want > PY_SSIZE_T_MAX - jobs[i].offset) {
+                PyErr_SetString(PyExc_ValueError, "a byte range's offset and size are "
+                                                  "non-negative");
+                goto done;
+            }
+            p = path;
+        }
+        if (!PyUnicode_FSConverter(p, &jobs[i].name))
+            goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (i = 0; i < n; i++) {
+        jf_file_job *j = &jobs[i];
+        if (jf_open_file(PyBytes_AS_STRING(j->name), &j->fd, &j->size, &j->st) != 0 ||
+            j->offset < 0)
+            continue;
+        if ((unsigned long long)(j->offset + j->want) > (unsigned long long)j->size) {
+            snprintf(j->st.msg, JF_MSG_LEN, "cut short: bytes %lld..%lld asked for, the "
+                     "file holds %zu", j->offset, j->offset + j->want, j->size);
+            j->st.kind = JF_ERR_IO;
+            close(j->fd);
+            j->fd = -1;
+            continue;
+        }
+        j->size = (size_t)j->want;
+    }
+    Py_END_ALLOW_THREADS
+    for (i = 0; i < n; i++)
+        if (jobs[i].fd >= 0 && !(jobs[i].data = PyBytes_FromStringAndSize(NULL,
+                                                                          (Py_ssize_t)jobs[i].size)))
+            goto done;
+    Py_BEGIN_ALLOW_THREADS
+    for (i = 0; i < n; i++) {
+        jf_file_job *j = &jobs[i];
+        if (j->fd < 0)
+            continue;
+        if (jf_read_fd(j->fd, j->offset < 0 ? 0 : j->offset,
+                       (uint8_t *)PyBytes_AS_STRING(j->data), j->size, &j->st) == 0) {
+            j->read_ok = 1;
+            if (jf_open(d, (const uint8_t *)PyBytes_AS_STRING(j->data), j->size, max_pixels,
+                        &j->st) == 0) {
+                j->hdr = d->hdr;
+                j->has_header = 1;
+                jf_close(d);
+            }
+        }
+        close(j->fd);
+        j->fd = -1;
+    }
+    Py_END_ALLOW_THREADS
+    res = PyList_New(n);
+    for (i = 0; res && i < n; i++) {
+        jf_file_job *j = &jobs[i];
+        PyObject *item;
+        if (j->has_header)
+            item = Py_BuildValue("(ONO)", j->data, header_dict(&j->hdr), Py_None);
+        else if (j->read_ok)
+            item = Py_BuildValue("(OO(is))", j->data, Py_None, j->st.kind, j->st.msg);
+        else
+            item = Py_BuildValue("(OO(is))", Py_None, Py_None, j->st.kind, j->st.msg);
+        if (!item) {
+            Py_CLEAR(res);
+            break;
+        }
+        PyList_SET_ITEM(res, i, item);
+    }
+done:
+    for (i = 0; i < n; i++) {
+        if (jobs[i].fd >= 0)
+            close(jobs[i].fd);
+        Py_XDECREF(jobs[i].data);
+        Py_XDECREF(jobs[i].name);
+    }
+    free(jobs);
+    free(d);
+    Py_DECREF(seq);
     return res;
 }
 
@@ -893,6 +1053,10 @@ static PyObject *py_eval_box(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"read_header", (PyCFunction)(void (*)(void))py_read_header, METH_VARARGS | METH_KEYWORDS,
      "read_header(src, max_pixels=0) -> dict"},
+    {"read_files", py_read_files, METH_VARARGS,
+     "read_files(paths, max_pixels=0) -> [(data or None, header or None, (kind, message) or "
+     "None)]: the files' bytes (a path, or (path, offset, size) for a byte range of one) and "
+     "headers, read and parsed without the GIL"},
     {"read_coefficients", (PyCFunction)(void (*)(void))py_read_coefficients,
      METH_VARARGS | METH_KEYWORDS,
      "read_coefficients(src, strict=False, max_pixels=0, freqs=None, extent=False) -> (header, "

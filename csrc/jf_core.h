@@ -156,6 +156,10 @@ int jf_strict_check(jf_status *st);
 
 /* Read a whole file into a malloc'd buffer (caller frees). */
 int jf_read_file(const char *path, uint8_t **buf, size_t *len, jf_status *st);
+/* Its two steps: open a regular file and take its size (*fd_out -1 on failure),
+ * then read exactly size bytes of it from offset into buf (the caller closes fd). */
+int jf_open_file(const char *path, int *fd_out, size_t *size, jf_status *st);
+int jf_read_fd(int fd, long long offset, uint8_t *buf, size_t size, jf_status *st);
 
 /* EXIF orientation (1..8) from the APP1 segments before SOS; 1 if none. */
 int jf_exif_orientation(const uint8_t *buf, size_t len);

@@ -507,15 +507,14 @@ void jf_close(jf_decoder *d)
     }
 }
 
-int jf_read_file(const char *path, uint8_t **buf, size_t *len, jf_status *st)
+int jf_open_file(const char *path, int *fd_out, size_t *size, jf_status *st)
 {
-    /* open/fstat/read: no stdio buffer, no seeks (fewer syscalls per image) */
+    /* open/fstat: no stdio buffer, no seeks (fewer syscalls per image) */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat sb;
-    size_t size, got = 0;
 
-    *buf = NULL;
-    *len = 0;
+    *fd_out = -1;
+    *size = 0;
     if (fd < 0) {
         snprintf(st->msg, JF_MSG_LEN, "cannot open: %s", strerror(errno));
         st->kind = JF_ERR_IO;
@@ -530,32 +529,54 @@ int jf_read_file(const char *path, uint8_t **buf, size_t *len, jf_status *st)
         close(fd);
         return -1;
     }
-    size = (size_t)sb.st_size;
-    *buf = (uint8_t *)malloc(size > 0 ? size : 1);
-    if (*buf == NULL) {
-        set_error(st, JF_ERR_MEMORY, "out of memory reading the file");
-        close(fd);
-        return -1;
-    }
+    *fd_out = fd;
+    *size = (size_t)sb.st_size;
+    return 0;
+}
+
+int jf_read_fd(int fd, long long offset, uint8_t *buf, size_t size, jf_status *st)
+{
+    size_t got = 0;
     while (got < size) {
-        ssize_t r = read(fd, *buf + got, size - got);
+        ssize_t r = pread(fd, buf + got, size - got, (off_t)(offset + (long long)got));
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0) {
             if (r < 0)
                 snprintf(st->msg, JF_MSG_LEN, "cannot read: %s", strerror(errno));
             else
-                set_error(st, JF_ERR_IO, "short read");
+                set_error(st, JF_ERR_IO, "short read (the file shrank while it was read)");
             st->kind = JF_ERR_IO;
-            close(fd);
-            free(*buf);
-            *buf = NULL;
             return -1;
         }
         got += (size_t)r;
     }
+    return 0;
+}
+
+int jf_read_file(const char *path, uint8_t **buf, size_t *len, jf_status *st)
+{
+    int fd;
+    size_t size;
+
+    *buf = NULL;
+    *len = 0;
+    if (jf_open_file(path, &fd, &size, st) != 0)
+        return -1;
+    *buf = (uint8_t *)malloc(size > 0 ? size : 1);
+    if (*buf == NULL) {
+        set_error(st, JF_ERR_MEMORY, "out of memory reading the file");
+        close(fd);
+        return -1;
+    }
+    if (jf_read_fd(fd, 0, *buf, size, st) != 0) {
+        close(fd);
+        free(*buf);
+        *buf = NULL;
+        return -1;
+    }
     close(fd);
-    *len = got;
+    *len = size;
     return 0;
 }
 

@@ -15,10 +15,12 @@
 (a list of paths, a brace pattern "train-{000000..000039}.tar", or "pipe:COMMAND" sources;
 see jpegfreq.shards).
 
-How it works: a pool of ``threads`` threads takes one sample at a time, reads it
-(jpegfreq.source.read_source), plans its geometry and decodes it with jpegfreq.cube
-straight into its row of a preallocated batch buffer; the C reader and operator release the
-GIL, so the threads run in parallel.  There are ``prefetch + 1`` buffers (one more when they
+How it works: a pool of ``threads`` threads takes a few samples at a time (a task), reads
+their files and headers in one call (jpegfreq.source.read_sources), plans each one's
+geometry and decodes it with jpegfreq.cube straight into its row of a preallocated batch
+buffer; the C reader and operator release the GIL, so the threads run in parallel, and no
+other step per sample releases it (each release is a wait to take it back while the other
+thread runs Python).  There are ``prefetch + 1`` buffers (one more when they
 are page-locked), reused round-robin: at most ``prefetch`` batches are being decoded while the
 training loop holds the one it was given.  No per-sample tensors, no worker processes.
 
@@ -67,7 +69,7 @@ from .datasets import epoch_rng, list_samples, sample_rng
 from .geometry import eval_geometry, sample_train
 from .photometric import Photometric
 from .pipeline import SOURCES, channel_set, cube
-from .source import read_source
+from .source import read_sources
 
 __all__ = ["JpegLoader"]
 
@@ -81,6 +83,8 @@ _PIECE = 32768
 #: cubes: K 8 clips 0.083% of values, RMS error 0.099 std; K 12 0.014%, 0.053; K 16
 #: 0.0028%, 0.042 (the least); K 20 0.0007%, 0.045
 INT8_CLIP = 16.0
+#: samples per worker task: their files are read by one call (jpegfreq.source.read_sources)
+_TASK = 4
 
 
 def _env_int(name: str, default: int) -> int:
@@ -191,7 +195,8 @@ class JpegLoader:
         reused buffers, valid until the next batch is asked for (default False).
     classes: the class names (default: the folder's class folders, or the shards' class
         list, PREFIX-classes.json beside them; a list or the path of such a file).
-    shuffle_buffer: samples held to shuffle shards when training (default 1000).
+    shuffle_buffer: samples held to shuffle shards when training (default 1000; batches
+        start once 100 are held, and the buffer grows to its size while they go out).
     with_index: yield (x, y, idx) instead of (x, y); idx is an int64 (N,) tensor of each
         row's sample index (a folder: the position in ``loader.data.samples``; shards: the
         index the shard writer gave the sample, jpegfreq.shards.sample_index of its key),
@@ -374,15 +379,14 @@ class JpegLoader:
 
     # -- decoding ------------------------------------------------------------
 
-    def _decode(self, index, src, row, convert=None):
-        """One sample into ``row`` (numpy view of its batch row).  float16 and int8: the
-        cube is made in float32 in ``convert`` = (scratch array, its tensor pieces, the
-        row's tensor pieces) and converted by torch (vectorised, GIL released; numpy's
-        conversion is several times slower), in pieces below torch's parallel grain so no
-        pool threads start.  int8: the scratch already holds steps (see __init__); it is
-        rounded and clipped to +-127 in place, then cast.  random_erase: the rectangle is
-        zeroed in the row afterwards (a slice assignment)."""
-        s = read_source(src)
+    def _decode(self, index, s, row, convert=None):
+        """One sample (a Source) into ``row`` (numpy view of its batch row).  float16 and
+        int8: the cube is made in float32 in ``convert`` = (scratch array, its tensor
+        pieces, the row's tensor pieces) and converted by torch (vectorised, GIL released;
+        numpy's conversion is several times slower), in pieces below torch's parallel grain
+        so no pool threads start.  int8: the scratch already holds steps (see __init__); it
+        is rounded and clipped to +-127 in place, then cast.  random_erase: the rectangle
+        is zeroed in the row afterwards (a slice assignment)."""
         g, p, erase = self.draw(index, s.width, s.height)
         cs = self.channels if self.channels is not None else "24S"
         info = {}
@@ -415,12 +419,23 @@ class JpegLoader:
             task = q.get()
             if task is None:
                 return
-            batch, row, index, src = task
+            batch, rows, indices, srcs = task
+            sources = ()
             if not stop.is_set() and batch.fatal is None:
                 try:
+                    sources = read_sources(srcs)
+                except BaseException as e:  # not an image's fault: the epoch stops
+                    batch.fatal = e
+                    stop.set()
+            for row, index, s in zip(rows, indices, sources):
+                if stop.is_set() or batch.fatal is not None:
+                    break
+                try:
+                    if isinstance(s, JpegError):
+                        raise s
                     convert = None if scratch is None else \
                         (scratch, pieces32, self._pieces and self._pieces[batch.slot][row])
-                    share = self._decode(index, src, self._arrays[batch.slot][row], convert)
+                    share = self._decode(index, s, self._arrays[batch.slot][row], convert)
                     if share < 1.0:
                         with batch.lock:
                             if share < self.min_decoded:
@@ -436,7 +451,7 @@ class JpegLoader:
                     batch.fatal = e
                     stop.set()
             with batch.lock:
-                batch.remaining -= 1
+                batch.remaining -= len(rows)
                 last = batch.remaining == 0
             if last:
                 batch.done.set()
@@ -549,10 +564,15 @@ class JpegLoader:
                     free.appendleft(slot)
                     return
             batch = _Batch(slot, len(chunk), [name for _, _, name, _ in chunk])
-            for row, (index, src, _, label) in enumerate(chunk):
+            for row, (index, _, _, label) in enumerate(chunk):
                 labels[row] = label
                 indices[row] = index
-                self._queue.put((batch, row, index, src))
+            # tasks of a few samples each: a worker reads a task's files in one call
+            step = max(1, min(_TASK, -(-len(chunk) // self.threads)))
+            for r in range(0, len(chunk), step):
+                part = chunk[r:r + step]
+                self._queue.put((batch, range(r, r + len(part)), [i for i, _, _, _ in part],
+                                 [src for _, src, _, _ in part]))
             pending.append(batch)
 
         while True:

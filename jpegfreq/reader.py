@@ -73,8 +73,12 @@ def _limit(max_pixels):
 
 def translate(src, exc: "_jpegfreq.Error") -> JpegError:
     """Turn the C layer's (kind, message) error into a JpegError naming src."""
-    kind, msg = exc.args
-    return JpegError(source_name(src), msg, _KINDS.get(kind, "jpeg"))
+    return jpeg_error(source_name(src), *exc.args)
+
+
+def jpeg_error(name: str, kind: int, msg: str) -> JpegError:
+    """The JpegError of a C layer's (kind, message) about the source called name."""
+    return JpegError(name, msg, _KINDS.get(kind, "jpeg"))
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .files import atomic_write
+from .source import FileRange
 from .stats import IMAGE_EXTENSIONS
 
 __all__ = ["expand_braces", "write_shards", "ShardData", "read_shard", "main"]
@@ -100,24 +101,35 @@ def _open_stream(url: str):
     if url.startswith("pipe:"):
         err = tempfile.TemporaryFile()    # a file, not a pipe: a chatty command cannot block
         try:
-            proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE, stderr=err)
+            proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE, stderr=err,
+                                    bufsize=_READ_BUFFER)
         except BaseException:
             err.close()
             raise
         proc.errfile = err
         return proc.stdout, proc
-    return open(url, "rb"), None
+    return open(url, "rb"), None   # headers only: the threads read the images
 
 
+#: bytes read from a command's output per system call: the stream is read in the loop's
+#: thread, and each call releases the GIL (a point where a worker waits to take it back),
+#: so few large reads rather than an 8 KiB buffer's several per member
+_READ_BUFFER = 1 << 20
+#: samples a training epoch's shuffle buffer holds before the first goes out (it then
+#: grows to shuffle_buffer)
+SHUFFLE_START = 100
 _BLOCK = tarfile.BLOCKSIZE
 
 
 def _members(url: str, f, seekable: bool):
     """(member name, size, data or None when over the size limit) of every regular member,
     in archive order, parsed by the standard library's tarfile.  A local file is read by
-    the headers' offsets: each header through TarFile.next(), each member's data with one
-    read at TarInfo.offset_data (no file object per member); a pipe is read as a stream
-    (TarFile.extractfile).  Raises tarfile.ReadError when the archive breaks off."""
+    the headers' offsets: each header through TarFile.next(), an image member's data is
+    left to the loader's threads (a FileRange of the shard, read without the GIL), any
+    other member's read at TarInfo.offset_data (no file object per member); a pipe is read
+    as a stream (TarFile.extractfile).  Raises tarfile.ReadError when the archive breaks
+    off."""
+    file_size = os.fstat(f.fileno()).st_size if seekable else 0
     with tarfile.open(fileobj=f, mode="r:" if seekable else "r|*") as tf:
         end = 0
         while True:
@@ -129,6 +141,15 @@ def _members(url: str, f, seekable: bool):
                 continue
             if m.size > MAX_MEMBER_BYTES:
                 yield m.name, m.size, None
+                continue
+            if seekable and m.offset_data + m.size > file_size:
+                raise tarfile.ReadError(f"member {m.name} is cut short "
+                                        f"({max(0, file_size - m.offset_data)} of {m.size} "
+                                        "bytes)")
+            if seekable and m.name.rsplit("/", 1)[-1].partition(".")[2].lower() in \
+                    _IMAGE_SUFFIXES:
+                yield m.name, m.size, FileRange(url, m.offset_data, m.size, f"{url}:{m.name}")
+                f.seek(end)
                 continue
             if seekable:
                 f.seek(m.offset_data)
@@ -161,7 +182,8 @@ def _compressed(f) -> bool:
 
 
 def read_shard(url: str, skipped: list, num_classes: Optional[int] = None):
-    """(key, image bytes, label) of one shard, in member order; unusable samples (labels
+    """(key, image bytes or FileRange (a local shard's member), label) of one shard, in
+    member order; unusable samples (labels
     from num_classes on included) and a stream that breaks off are appended to ``skipped``
     as (name, reason)."""
     f, proc = _open_stream(url)
@@ -245,13 +267,40 @@ def read_shard(url: str, skipped: list, num_classes: Optional[int] = None):
             skipped.append((url, broken))
 
 
+def shuffled(stream, rng: np.random.Generator, size: int, start: Optional[int] = None):
+    """The items of ``stream`` through a shuffle buffer of ``size`` items (a training epoch's
+    samples).  The first goes out once ``start`` (default min(size, SHUFFLE_START)) are held,
+    not after the whole buffer is read, so decoding begins early in every epoch; then one
+    goes out for every two that come in until ``size`` are held, then one for each."""
+    start = min(size, SHUFFLE_START) if start is None else min(size, start)
+    buf, out = [], False
+    draws, d = (), 0     # uniform draws, made 1024 at a time (one numpy call each)
+    for s in stream:
+        buf.append(s)
+        if len(buf) < start:
+            continue
+        if len(buf) < size:      # growing: every other arrival sends one out
+            out = not out
+            if not out:
+                continue
+        if d == len(draws):
+            draws, d = rng.random(1024).tolist(), 0
+        j = int(draws[d] * len(buf))
+        d += 1
+        buf[j], buf[-1] = buf[-1], buf[j]
+        yield buf.pop()
+    for j in rng.permutation(len(buf)).tolist():
+        yield buf[j]
+
+
 class ShardData:
     """Tar shards as the loader's (index, bytes, name, label) items (see the module doc).
 
     data: a path, brace pattern or "pipe:COMMAND", or a list of them.
     classes: the class names, or the path of a PREFIX-classes.json (default: the one beside
         the first shard; pipe: sources have none, so their loader has classes None unless
-        given).  shuffle_buffer: samples held to shuffle when training.
+        given).  shuffle_buffer: samples held to shuffle when training (the first go out
+        once SHUFFLE_START are held; the buffer then grows to its size).
     """
 
     def __init__(self, data, classes=None, shuffle_buffer: int = 1000):
@@ -314,21 +363,7 @@ class ShardData:
         if not train:
             yield from stream
             return
-        rng = epoch_rng(seed, epoch, 2 ** 64 - 3)
-        buf, size = [], self.shuffle_buffer
-        draws, d = (), 0     # uniform draws, made 1024 at a time (one numpy call each)
-        for s in stream:
-            if len(buf) < size:
-                buf.append(s)
-                continue
-            if d == len(draws):
-                draws, d = (rng.random(1024) * size).astype(np.int64).tolist(), 0
-            j = draws[d]
-            d += 1
-            buf[j], s = s, buf[j]
-            yield s
-        for j in rng.permutation(len(buf)).tolist():
-            yield buf[j]
+        yield from shuffled(stream, epoch_rng(seed, epoch, 2 ** 64 - 3), self.shuffle_buffer)
 
     def close(self):
         pass

@@ -20,12 +20,13 @@ import io
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, NamedTuple, Optional, Union
 
+from . import _jpegfreq
 from .errors import JpegError
-from .reader import Header, _limit, read_header, source_name
+from .reader import Header, _limit, jpeg_error, read_header, source_name
 
-__all__ = ["Source", "read_source"]
+__all__ = ["FileRange", "Source", "read_source", "read_sources"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,9 +119,59 @@ def read_source(src, max_pixels: Optional[int] = None) -> Source:
     name = source_name(src)
     data = _bytes(src, name)
     try:
-        hdr = read_header(data, max_pixels=max_pixels)
+        hdr, err = read_header(data, max_pixels=max_pixels), None
     except JpegError as e:
-        if data[:2] == b"\xff\xd8" or e.kind in ("limit", "unsupported"):
-            raise JpegError(name, e.reason, e.kind) from None
-        return _pillow_probe(data, name, e, max_pixels)
+        hdr, err = None, e
+    return _source(name, data, hdr, err, max_pixels)
+
+
+class FileRange(NamedTuple):
+    """Bytes ``offset`` .. ``offset + size`` of the file at ``path``, called ``name`` (a tar
+    shard's member: jpegfreq.shards hands these to the loader, whose threads read them)."""
+
+    path: str
+    offset: int
+    size: int
+    name: str
+
+
+def read_sources(srcs, max_pixels: Optional[int] = None) -> List[Union[Source, JpegError]]:
+    """read_source of each of srcs, with a JpegError in the list in place of one that raises.
+
+    srcs: paths, FileRanges or bytes-like objects.  The paths and ranges are opened, read
+    and their headers parsed by one C call that releases the GIL twice in all, where
+    read_source releases it several times per file: the loader's worker threads read
+    their samples this way (each release is a point where a thread waits for another's
+    Python to give the GIL back).  Bytes are parsed as read_source parses them."""
+    srcs = list(srcs)
+    out: List[Union[Source, JpegError, None]] = [None] * len(srcs)
+    at = [i for i, s in enumerate(srcs) if isinstance(s, (str, os.PathLike, FileRange))]
+    items = [(srcs[i].path, srcs[i].offset, srcs[i].size) if isinstance(srcs[i], FileRange)
+             else os.fspath(srcs[i]) for i in at]
+    for i, (data, hdr, err) in zip(at, _jpegfreq.read_files(items, _limit(max_pixels))):
+        name = srcs[i].name if isinstance(srcs[i], FileRange) else source_name(srcs[i])
+        e = None if err is None else jpeg_error(name, *err)
+        try:
+            out[i] = e if data is None else _source(
+                name, data, None if hdr is None else Header._from_dict(hdr), e, max_pixels)
+        except JpegError as bad:
+            out[i] = bad
+    for i, src in enumerate(srcs):
+        if out[i] is None:
+            try:
+                out[i] = read_source(src, max_pixels)
+            except JpegError as bad:
+                out[i] = bad
+    return out
+
+
+def _source(name: str, data: bytes, hdr: Optional[Header], err: Optional[JpegError],
+            max_pixels) -> Source:
+    """The Source of data read from name, given its JPEG header or the reader's error: a
+    damaged JPEG (it starts with the SOI marker), one over the limit or unsupported raises;
+    anything else is probed with Pillow."""
+    if hdr is None:
+        if data[:2] == b"\xff\xd8" or err.kind in ("limit", "unsupported"):
+            raise JpegError(name, err.reason, err.kind) from None
+        return _pillow_probe(data, name, err, max_pixels)
     return Source(name, data, hdr, hdr.width, hdr.height, hdr.orientation)

@@ -198,3 +198,28 @@ def test_compressed_shards_are_read_as_streams(folder, prefix, tmp_path):
         g.write(f.read())
     got, skipped = _load(path)
     assert got == [0, 1, 2] and skipped == []
+
+
+def test_shuffle_buffer_starts_early_and_stays_bounded():
+    """Training's shuffle: the first sample goes out once `start` are held, the buffer
+    then grows to its size and never holds more; every item comes out once."""
+    import numpy as np
+    from jpegfreq.shards import shuffled
+    arrived = []
+
+    def stream():
+        for i in range(1000):
+            arrived.append(i)
+            yield i
+
+    out, held = [], []
+    for x in shuffled(stream(), np.random.default_rng(0), 50, start=10):
+        out.append(x)
+        held.append(len(arrived) - len(out) + 1)     # in the buffer as x went out
+        assert x in arrived
+    assert sorted(out) == list(range(1000)) and out != list(range(1000))
+    assert held[0] == 10 and out[0] < 10             # out after 10 arrivals, one of them
+    assert max(held) == 50 and held.count(50) > 900  # grew to the size, then stayed
+    again = list(shuffled(range(1000), np.random.default_rng(0), 50, start=10))
+    assert again == out                              # reproducible from the generator
+    assert list(shuffled(range(5), np.random.default_rng(0), 1)) == list(range(5))

@@ -6,6 +6,7 @@ errors that do not name the file, the pixel limit skipped for non-JPEG images, t
 renaming a Source it was given.
 """
 import io
+import os
 
 import numpy as np
 import pytest
@@ -148,3 +149,83 @@ def test_pipeline_takes_a_source_and_names_its_file(tmp_path):
     with pytest.raises(JpegError, match="cannot decode") as e:
         jpegfreq.cube(s, "24S", size=64, source="spatial")
     assert e.value.source == str(broken)
+
+
+def test_read_sources_is_read_source_for_each_path(tmp_path):
+    """The loader's batched read gives what read_source gives (or raises) path by path:
+    intact JPEGs, a PNG probed by Pillow, damaged JPEGs, junk, a missing path, a folder,
+    a file name that is not UTF-8, and bytes among the paths."""
+    from jpegfreq.source import read_sources
+    bad = dict(damaged(make_jpeg("baseline-420")))
+    files = {"a.jpg": make_jpeg("baseline-420"), "b.jpg": make_jpeg("exif-orientation-6"),
+             "c.png": _png(40, 24, orientation=6), "cut.jpg": bad["truncated-in-header"],
+             "junk.jpg": b"hello, this is not an image" * 4, "empty.jpg": b"",
+             "deep.jpg": make_jpeg("12bit")}
+    paths = []
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(str(tmp_path / name))
+    odd = os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpg")   # Latin-1: not UTF-8
+    with open(odd, "wb") as f:
+        f.write(files["a.jpg"])
+    paths += [os.fsdecode(odd), str(tmp_path / "missing.jpg"), str(tmp_path)]
+    srcs = paths + [files["a.jpg"], b"\xff\xd8"]
+    got = read_sources(srcs)
+    assert len(got) == len(srcs)
+    for src, g in zip(srcs, got):
+        try:
+            want = read_source(src)
+        except JpegError as e:
+            assert isinstance(g, JpegError), src
+            assert (g.source, g.kind) == (e.source, e.kind), src
+            if e.kind != "io":
+                assert g.reason == e.reason, src
+            continue
+        assert isinstance(g, Source), src
+        assert (g.name, bytes(g.data), g.header, g.size, g.orientation, g.format, g.mode) == \
+            (want.name, bytes(want.data), want.header, want.size, want.orientation,
+             want.format, want.mode), src
+    kinds = [type(g).__name__ for g in got]
+    assert kinds.count("Source") == 5      # a, b, the PNG, the odd name, the bytes
+    assert got[-3].kind == "io" and "directory" in got[-3].reason
+    # the pixel limit holds on the batched read too
+    w, h = got[0].size
+    lim = read_sources(paths[:1], max_pixels=w * h - 1)[0]
+    assert isinstance(lim, JpegError) and lim.kind == "limit"
+
+
+def test_read_files_refuses_bad_arguments(tmp_path):
+    from jpegfreq import _jpegfreq
+    with pytest.raises(TypeError):
+        _jpegfreq.read_files([1])
+    with pytest.raises(TypeError):
+        _jpegfreq.read_files(5)
+    with pytest.raises(ValueError, match="null"):
+        _jpegfreq.read_files(["a\0b"])
+    with pytest.raises(ValueError, match="at most 1024"):
+        _jpegfreq.read_files([str(tmp_path)] * 1025)
+    assert _jpegfreq.read_files([]) == []
+
+
+def test_a_file_range_reads_as_the_bytes_it_holds(tmp_path):
+    """A shard's member: bytes offset..offset+size of a file, read like the file itself."""
+    from jpegfreq import _jpegfreq
+    from jpegfreq.source import FileRange, read_sources
+    jpeg = make_jpeg("baseline-420")
+    path = tmp_path / "shard.bin"
+    path.write_bytes(b"x" * 700 + jpeg + b"y" * 300)
+    good = FileRange(str(path), 700, len(jpeg), "shard:0")
+    past = FileRange(str(path), 700, len(jpeg) + 301, "shard:1")
+    junk = FileRange(str(path), 0, 700, "shard:2")
+    got = read_sources([good, past, junk, FileRange(str(tmp_path / "no"), 0, 1, "shard:3")])
+    want = read_source(jpeg)
+    assert isinstance(got[0], Source) and bytes(got[0].data) == jpeg
+    assert (got[0].name, got[0].header) == ("shard:0", want.header)
+    assert isinstance(got[1], JpegError) and got[1].kind == "io"
+    assert got[1].source == "shard:1" and "cut short" in got[1].reason
+    assert isinstance(got[2], JpegError) and got[2].source == "shard:2"
+    assert isinstance(got[3], JpegError) and got[3].kind == "io"
+    with pytest.raises(ValueError, match="non-negative"):
+        _jpegfreq.read_files([(str(path), -1, 5)])
+    with pytest.raises(TypeError):
+        _jpegfreq.read_files([(str(path), 0)])
