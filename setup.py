@@ -61,7 +61,7 @@ incs, libdirs, libs = find_libjpeg()
 ext = Extension(
     "jpegfreq._jpegfreq",
     sources=["csrc/_jpegfreq.c", "csrc/jf_read.c", "csrc/jf_resample.c", "csrc/jf_cube.c",
-             "csrc/jf_photo.c"],
+             "csrc/jf_photo.c", "csrc/jf_convert.c"],
     depends=["csrc/jf_core.h", "csrc/jf_cube_impl.h"],
     include_dirs=["csrc", numpy.get_include(), *incs],
     library_dirs=libdirs,

@@ -9,6 +9,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pthread.h>
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include <numpy/arrayobject.h>
 
@@ -636,6 +637,70 @@ static int parse_f32(PyObject *o, Py_buffer *v, Py_ssize_t n, const char *what)
     return 0;
 }
 
+/* out's item type: 'f' float32, 'e' float16, 'b' int8; 0 for any other. */
+static int out_kind_of(const Py_buffer *v)
+{
+    const char *f = v->format ? v->format : "B";
+    if (*f == '=' || *f == '<' || *f == '@')
+        f++;
+    if (v->itemsize == 4 && strcmp(f, "f") == 0)
+        return 'f';
+    if (v->itemsize == 2 && strcmp(f, "e") == 0)
+        return 'e';
+    if (v->itemsize == 1 && strcmp(f, "b") == 0)
+        return 'b';
+    return 0;
+}
+
+/* A float32 cube for a float16 or int8 out to be converted from: one buffer per
+ * thread, kept for its next call (a loader's worker makes thousands) and freed
+ * when the thread ends. */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_ok;
+
+typedef struct {
+    float *p;
+    size_t cap;
+} jf_scratch;
+
+static void scratch_free(void *v)
+{
+    jf_scratch *s = (jf_scratch *)v;
+    free(s->p);
+    free(s);
+}
+
+static void scratch_init(void)
+{
+    scratch_ok = pthread_key_create(&scratch_key, scratch_free) == 0;
+}
+
+static float *scratch_floats(size_t n)
+{
+    jf_scratch *s;
+    pthread_once(&scratch_once, scratch_init);
+    if (!scratch_ok)
+        return NULL;
+    s = (jf_scratch *)pthread_getspecific(scratch_key);
+    if (!s) {
+        if (!(s = (jf_scratch *)calloc(1, sizeof(*s))))
+            return NULL;
+        if (pthread_setspecific(scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (s->cap < n) {
+        float *p = (float *)realloc(s->p, n * sizeof(float));
+        if (!p)
+            return NULL;
+        s->p = p;
+        s->cap = n;
+    }
+    return s->p;
+}
+
 /* photometric=(brightness, contrast, saturation, hue, grayscale): five numbers. */
 static int parse_photo(PyObject *o, double p[JF_PHOTO_N])
 {
@@ -664,6 +729,7 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
     Py_buffer comp_v, k_v, scale_v, offset_v, out_v;
     float *outbuf = NULL;
     int have_comp = 0, have_scale = 0, have_offset = 0, have_out = 0, rc, want_extent = 0;
+    int out_kind = 'f';
     jf_cube_request req;
     jf_input in;
     jf_status st;
@@ -729,14 +795,21 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
             != 0)
             goto argfail;
         have_out = 1;
-        if (!is_f32(&out_v) ||
-            out_v.len != (Py_ssize_t)req.nch * (req.out_h / 8) * (req.out_w / 8) * 4) {
+        out_kind = out_kind_of(&out_v);
+        if (out_kind == 0 ||
+            out_v.len != (Py_ssize_t)req.nch * (req.out_h / 8) * (req.out_w / 8) *
+                             out_v.itemsize) {
             PyErr_Format(PyExc_ValueError,
-                         "out must be a writable C-contiguous float32 buffer of %d x %d x %d",
-                         req.nch, req.out_h / 8, req.out_w / 8);
+                         "out must be a writable C-contiguous float32, float16 or int8 buffer "
+                         "of %d x %d x %d", req.nch, req.out_h / 8, req.out_w / 8);
             goto argfail;
         }
-        outbuf = (float *)out_v.buf;
+        if (out_kind == 'f') {
+            outbuf = (float *)out_v.buf;
+        } else if (!(outbuf = scratch_floats((size_t)(out_v.len / out_v.itemsize)))) {
+            PyErr_NoMemory();
+            goto argfail;
+        }
     }
     if (input_parse(src, &in) != 0)
         goto argfail;
@@ -756,6 +829,10 @@ static PyObject *py_cube(PyObject *self, PyObject *args, PyObject *kw)
     rc = input_load(&in, &st);
     if (rc == 0)
         rc = jf_cube(in.data, in.len, &req, outbuf, &st);
+    if (rc == 0 && out_kind == 'e')
+        jf_to_half(outbuf, (uint16_t *)out_v.buf, (size_t)(out_v.len / 2));
+    else if (rc == 0 && out_kind == 'b')
+        jf_to_int8(outbuf, (int8_t *)out_v.buf, (size_t)out_v.len);
     Py_END_ALLOW_THREADS
     input_release(&in);
     PyBuffer_Release(&comp_v);

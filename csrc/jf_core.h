@@ -161,6 +161,11 @@ int jf_read_file(const char *path, uint8_t **buf, size_t *len, jf_status *st);
 int jf_open_file(const char *path, int *fd_out, size_t *size, jf_status *st);
 int jf_read_fd(int fd, long long offset, uint8_t *buf, size_t size, jf_status *st);
 
+/* A float32 cube to float16 (round to nearest even) or to int8 (clipped to
+ * +-127, round to nearest even, NaN 0); jf_convert.c. */
+void jf_to_half(const float *x, uint16_t *y, size_t n);
+void jf_to_int8(const float *x, int8_t *y, size_t n);
+
 /* EXIF orientation (1..8) from the APP1 segments before SOS; 1 if none. */
 int jf_exif_orientation(const uint8_t *buf, size_t len);
 

@@ -74,9 +74,6 @@ from .source import read_sources
 __all__ = ["JpegLoader"]
 
 _DTYPES = ("float32", "float16", "int8")
-#: elements per torch copy when converting to float16 or int8 (under torch's parallel grain,
-#: 32768, so no intra-op pool threads start)
-_PIECE = 32768
 #: int8 clip in standard deviations of the normalised values: the step is INT8_CLIP / 127.
 #: DCT coefficients are heavy-tailed, so a narrow clip costs more than a coarse step:
 #: python bench/bench_int8.py on 100 ImageNet files (stats from 100 others), 24S 448 train
@@ -379,42 +376,21 @@ class JpegLoader:
 
     # -- decoding ------------------------------------------------------------
 
-    def _decode(self, index, s, row, convert=None):
-        """One sample (a Source) into ``row`` (numpy view of its batch row).  float16 and
-        int8: the cube is made in float32 in ``convert`` = (scratch array, its tensor
-        pieces, the row's tensor pieces) and converted by torch (vectorised, GIL released;
-        numpy's conversion is several times slower), in pieces below torch's parallel grain
-        so no pool threads start.  int8: the scratch already holds steps (see __init__); it
-        is rounded and clipped to +-127 in place, then cast.  random_erase: the rectangle
-        is zeroed in the row afterwards (a slice assignment)."""
+    def _decode(self, index, s, row):
+        """One sample (a Source) into ``row`` (numpy view of its batch row), in the batch's
+        dtype: the C operator converts float16 and int8 as it finishes (int8: the cube is
+        already in steps, see __init__, and is rounded and clipped to +-127).
+        random_erase: the rectangle is zeroed in the row afterwards (a slice assignment)."""
         g, p, erase = self.draw(index, s.width, s.height)
         cs = self.channels if self.channels is not None else "24S"
         info = {}
-        if convert is None:
-            cube(s, cs, self.size, self.source, g, self._decode_stats, self.dtype, out=row,
-                 photometric=p, info=info)
-            if erase is not None:
-                erase.apply(row)
-            return info["decoded"]
-        scratch, pieces32, pieces = convert
-        cube(s, cs, self.size, self.source, g, self._decode_stats, "float32", out=scratch,
+        cube(s, cs, self.size, self.source, g, self._decode_stats, self.dtype, out=row,
              photometric=p, info=info)
-        if self.dtype == "int8":   # numpy: two GIL-free passes (torch's round, clamp and
-            np.clip(scratch, -127.0, 127.0, out=scratch)   # cast take three, ~30% longer)
-            np.rint(scratch, out=row, casting="unsafe")
-        else:
-            for a, b in zip(pieces, pieces32):
-                a.copy_(b)
         if erase is not None:
             erase.apply(row)
         return info["decoded"]
 
     def _work(self, q, stop):
-        scratch = None
-        if self.dtype != "float32":
-            import torch
-            scratch = np.empty(self.shape, np.float32)
-            pieces32 = torch.from_numpy(scratch).view(-1).split(_PIECE)
         while True:
             task = q.get()
             if task is None:
@@ -433,9 +409,7 @@ class JpegLoader:
                 try:
                     if isinstance(s, JpegError):
                         raise s
-                    convert = None if scratch is None else \
-                        (scratch, pieces32, self._pieces and self._pieces[batch.slot][row])
-                    share = self._decode(index, s, self._arrays[batch.slot][row], convert)
+                    share = self._decode(index, s, self._arrays[batch.slot][row])
                     if share < 1.0:
                         with batch.lock:
                             if share < self.min_decoded:
@@ -482,9 +456,6 @@ class JpegLoader:
                               torch.empty(self.batch_size, dtype=torch.int64,
                                           pin_memory=self.pin_memory))
                              for _ in range(count)]
-            # float16: each row as torch pieces to convert into (made once, not per sample)
-            self._pieces = [[row.view(-1).split(_PIECE) for row in x]
-                            for x, _, _ in self._buffers] if self.dtype == "float16" else None
         self._arrays = [x.numpy() for x, _, _ in self._buffers]
         self._events = [None] * count
 

@@ -75,18 +75,22 @@ def _scale_offset(stats, cs: ChannelSet, source: str, geometry: Geometry):
 
 def _np_dtype(dtype) -> np.dtype:
     dt = np.dtype(np.float32 if dtype is None else dtype)
-    if dt not in (np.float32, np.float16):
-        raise ValueError(f"dtype must be float32 or float16, not {dtype}")
+    if dt not in (np.float32, np.float16, np.int8):
+        raise ValueError(f"dtype must be float32, float16 or int8, not {dtype}")
     return dt
 
 
 def _finish(res: np.ndarray, dt: np.dtype, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """res (float32) as dtype dt, written into ``out`` when one is given."""
+    """res (float32) as dtype dt, written into ``out`` when one is given; int8 is rounded
+    (ties to even) and clipped to +-127, as the C operator's int8 output."""
+    if res is out or (out is None and dt == res.dtype):
+        return res
+    if dt == np.int8:
+        res = np.rint(np.clip(np.nan_to_num(res, nan=0.0), -127.0, 127.0))
     if out is not None:
-        if res is not out:
-            out[...] = res
+        out[...] = res
         return out
-    return res.astype(dt) if dt != res.dtype else res
+    return res.astype(dt)
 
 
 def _check_out(out, shape, dt: np.dtype):
@@ -119,15 +123,18 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
         operator's own orientation and box; spatial and rgb orient the resized planes.
     stats: None = unnormalized coefficients; else a jpegfreq.stats.Stats folded in as
         (x - mean) / std by the operator (Stats.check: channel set, source, geometry).
-    dtype: "float32" (default) or "float16" (24S float16 is exactly RGB 224's uint8 bytes).
+    dtype: "float32" (default), "float16" (24S float16 is exactly RGB 224's uint8 bytes)
+        or "int8" (rounded to the nearest integer, ties to even, and clipped to +-127: a
+        quantised cube, for ``stats`` whose std has the step folded in, as JpegLoader's
+        int8).  jpeg-coeffs converts in C as it finishes, in the same GIL-free call.
     strict: raise JpegError on any libjpeg warning (default: return the data, the
         warnings to ``warnings_out`` / ``info``).
     max_pixels: pixel limit (None = jpegfreq.reader global, 0 = none).
     band_cutoff: progressive files: stop decoding once the scans holding the kept
         frequency band (0..max(u, v) per component) are complete (approximate).
     out: optional numpy array of the result's shape and dtype to write into (e.g. a row
-        of a batch); it is returned.  jpeg-coeffs float32 into a C-contiguous ``out``
-        is written in place by the C operator (no copy).
+        of a batch); it is returned.  jpeg-coeffs into a C-contiguous ``out`` is written
+        in place by the C operator (no copy).
     warnings_out: a list extended with this call's warnings (libjpeg's texts, and
         "truncated: N% of the rows the cube reads were decoded" for a file cut inside
         the rows it reads).
@@ -140,7 +147,7 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
         the C operator as it writes (contrast with Y0 and hue add a small pass there);
         spatial: the same ops on the resampled pixel planes; rgb: the same ops in RGB,
         then one clamp to [0, 1].  See docs/augment.md.
-    Returns float32/float16 numpy (C, out_h/8, out_w/8); rgb: (3, out_h, out_w).
+    Returns float32/float16/int8 numpy (C, out_h/8, out_w/8); rgb: (3, out_h, out_w).
     Cost (ImageNet median, one core): about 1.1x libjpeg-turbo's entropy decode of the
     whole file for jpeg-coeffs 24S eval; each scan is decoded only down to the last row
     the crop uses, so damage below it is neither read nor reported.  See the
@@ -179,8 +186,11 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
         name, arg = src.name, src.data
     else:
         name, arg = source_name(src), os.fspath(src) if isinstance(src, os.PathLike) else src
-    direct = (out if out is not None and dt == np.float32 and out.flags.c_contiguous
-              and req is cs else None)
+    direct = None
+    if req is cs:     # the C call writes the caller's array, or a new one, in dt itself
+        direct = out if out is not None and out.flags.c_contiguous else \
+            np.empty((cs.count, geometry.out_h // 8, geometry.out_w // 8), dt) \
+            if out is None and dt != np.float32 else None
     try:
         res, warns, extent = _jpegfreq.cube(
             arg, req.component_of, req.k, geometry.out_h, geometry.out_w, scale, offset,

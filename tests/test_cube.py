@@ -159,8 +159,50 @@ def test_float16_is_float32_rounded(source):
     assert f16.dtype == np.float16 and f16.shape == f32.shape
     assert np.array_equal(f16, f32.astype(np.float16))
     assert f16.nbytes == f32.nbytes // 2
-    with pytest.raises(ValueError, match="float32 or float16"):
+    i8 = jpegfreq.cube(data, "24S", size=size, source=source, dtype="int8")
+    assert i8.dtype == np.int8 and np.array_equal(i8, np.rint(np.clip(f32, -127, 127)))
+    out = np.empty_like(f16)
+    assert jpegfreq.cube(data, "24S", size=size, source=source, dtype="float16",
+                         out=out) is out and np.array_equal(out, f16)
+    with pytest.raises(ValueError, match="float32, float16 or int8"):
         jpegfreq.cube(data, "24S", size=size, source=source, dtype="float64")
+
+
+def test_the_operators_float16_and_int8_are_numpys_casts():
+    """The C conversions at the end of cube() (float16: ties to even, overflow to
+    infinity, subnormals, NaN; int8: clipped to +-127, ties to even, NaN 0), on values
+    set through the operator's offsets (scale 0): every finite half, the midpoints
+    between neighbours (ties) and their float32 neighbours, random values, the edges."""
+    from jpegfreq import _jpegfreq
+    data = make_jpeg("baseline-420", 64, 64)
+    n = 187       # not a multiple of 8 or 16: the vector loops' scalar tails run too
+    comp = np.array([i % 3 for i in range(n)], np.int32)
+    k = np.array([i // 3 for i in range(n)], np.int32)
+    h = np.arange(0, 0x7C00, dtype=np.uint16).view(np.float16).astype(np.float32)
+    mids = (h[:-1] + h[1:]) / 2
+    up, down = np.nextafter(mids, np.float32(np.inf)), np.nextafter(mids, -np.float32(np.inf))
+    edges = [65504, 65519.99, 65520, 1e9, np.inf, -np.inf, np.nan, 1e-8, 2 ** -25, 127.5,
+             126.5, -127.5, 0.5, 1.5, -0.5, -2.5]
+    vals = np.concatenate([h, -h, mids, -mids, up, down,
+                           np.random.default_rng(0).normal(0, 50, 20000), edges])
+    vals = np.resize(vals.astype(np.float32), -(-len(vals) // n) * n).reshape(-1, n)
+    zero = np.zeros(n, np.float32)
+    for v in vals:
+        f32 = np.empty((n, 1, 1), np.float32)
+        f16, i8 = np.empty((n, 1, 1), np.float16), np.empty((n, 1, 1), np.int8)
+        for out in (f32, f16, i8):
+            _jpegfreq.cube(data, comp, k, 8, 8, zero, v, resize=8, out=out)
+        f32 = f32.ravel()     # v itself, but for the sign of a zero (0 * x + v)
+        assert np.array_equal(np.abs(f32), np.abs(v), equal_nan=True)
+        with np.errstate(invalid="ignore", over="ignore"):
+            want = f32.astype(np.float16)
+        got = f16.ravel()
+        same = (got.view(np.uint16) == want.view(np.uint16)) | (np.isnan(got) & np.isnan(want))
+        assert same.all(), f32[~same][:4]
+        assert np.array_equal(i8.ravel(), np.rint(np.clip(np.nan_to_num(f32), -127, 127)))
+    with pytest.raises(ValueError, match="float32, float16 or int8"):
+        _jpegfreq.cube(data, comp, k, 8, 8, zero, zero, resize=8,
+                       out=np.empty((n, 1, 1), np.int16))
 
 
 def _stats_192(size=(448, 448), seed=0):
@@ -530,7 +572,7 @@ def test_out_is_checked():
         jpegfreq.cube(data, out=[0.0])
     from jpegfreq import _jpegfreq
     cs = ChannelSet.parse("24S")
-    with pytest.raises(ValueError, match="C-contiguous float32 buffer of 24 x 56 x 56"):
+    with pytest.raises(ValueError, match="float32, float16 or int8 buffer of 24 x 56 x 56"):
         _jpegfreq.cube(data, cs.component_of, cs.k, 448, 448, resize=512,
                        out=bytearray(24 * 56 * 56 * 4 - 4))
 
