@@ -68,7 +68,7 @@ bench-loader:
 	@if [ -z "$(DATA)" ] || [ ! -d "$(DATA)" ]; then echo "make bench-loader needs DATA=FOLDER" >&2; exit 2; fi
 	$(MAKE) --no-print-directory build
 	$(BIN)/pip install -q nvidia-dali-cuda120
-	$(BIN)/python bench/bench_loader.py "$(DATA)" --epochs 5 --rounds 3
+	$(BIN)/python bench/bench_loader.py "$(DATA)" --epochs 3 --rounds 3 --repeat 4
 	$(BIN)/python bench/bench_int8.py "$(DATA)"
 
 # libFuzzer + ASan + UBSan on the C core (installs clang when missing): make fuzz RUNS=1000000
