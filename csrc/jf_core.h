@@ -319,7 +319,8 @@ typedef struct {
 } jf_cube_request;
 
 /* The channels of a request: 1..JF_MAX_CHANNELS of them, components 0..2,
- * frequencies 0..63, at most 64 of one component.  0, or -1 with JF_ERR_ARG. */
+ * frequencies 0..63, at most 64 of one component (jf_resample.c, the operator's
+ * limits).  0, or -1 with JF_ERR_ARG. */
 int jf_channels_check(int nch, const int *comp, const int *k, jf_status *st);
 
 /* Check a request on its own (no file needed): 0, or -1 with JF_ERR_ARG. */

@@ -61,32 +61,6 @@ static int arg_error(jf_status *st, const char *msg)
     return -1;
 }
 
-int jf_channels_check(int nch, const int *comp, const int *k, jf_status *st)
-{
-    int i, per_comp[3] = {0, 0, 0};
-
-    if (nch < 1 || nch > JF_MAX_CHANNELS)
-        return arg_error(st, "1 to " JF_STR(JF_MAX_CHANNELS) " channels expected");
-    if (!comp || !k)
-        return arg_error(st, "comp and k are required");
-    for (i = 0; i < nch; i++) {
-        int c = comp[i], f = k[i];
-        if (c < 0 || c > 2 || f < 0 || f > 63) {
-            snprintf(st->msg, JF_MSG_LEN,
-                     "channel %d: component %d / frequency %d out of range", i, c, f);
-            st->kind = JF_ERR_ARG;
-            return -1;
-        }
-        /* a component's request holds at most 64 channels (jf_comp_request) */
-        if (++per_comp[c] > 64) {
-            snprintf(st->msg, JF_MSG_LEN, "more than 64 channels of component %d", c);
-            st->kind = JF_ERR_ARG;
-            return -1;
-        }
-    }
-    return 0;
-}
-
 int jf_cube_check(const jf_cube_request *r, jf_status *st)
 {
 

@@ -24,6 +24,37 @@
 #include <immintrin.h>
 #endif
 
+/* The channel list the operator takes (per component at most 64, its
+ * jf_comp_request's size), checked for every caller: jf_cube_check and
+ * jf_photo_fold. */
+int jf_channels_check(int nch, const int *comp, const int *k, jf_status *st)
+{
+    int i, per_comp[3] = {0, 0, 0};
+
+    if (nch < 1 || nch > JF_MAX_CHANNELS || !comp || !k) {
+        snprintf(st->msg, JF_MSG_LEN, "%s", nch < 1 || nch > JF_MAX_CHANNELS ?
+                 "1 to " JF_STR(JF_MAX_CHANNELS) " channels expected" : "comp and k are required");
+        st->kind = JF_ERR_ARG;
+        return -1;
+    }
+    for (i = 0; i < nch; i++) {
+        int c = comp[i], f = k[i];
+        if (c < 0 || c > 2 || f < 0 || f > 63) {
+            snprintf(st->msg, JF_MSG_LEN,
+                     "channel %d: component %d / frequency %d out of range", i, c, f);
+            st->kind = JF_ERR_ARG;
+            return -1;
+        }
+        /* a component's request holds at most 64 channels (jf_comp_request) */
+        if (++per_comp[c] > 64) {
+            snprintf(st->msg, JF_MSG_LEN, "more than 64 channels of component %d", c);
+            st->kind = JF_ERR_ARG;
+            return -1;
+        }
+    }
+    return 0;
+}
+
 #if defined(__GNUC__)
 typedef float jf_v8 __attribute__((vector_size(32)));
 #endif
