@@ -58,6 +58,7 @@ CALLS = [
     ("read_coefficients_freqs", lambda s: jpegfreq.read_coefficients(s, freqs=[0, 1, 8, 9])),
     ("cube_24S", lambda s: jpegfreq.cube(s, "24S", geometry=_GEOM)),
     ("cube_train_f16", lambda s: jpegfreq.cube(s, "64T", geometry=_TRAIN, dtype="float16")),
+    ("cube_train_i8", lambda s: jpegfreq.cube(s, "24S", geometry=_TRAIN, dtype="int8")),
     ("cube_limit", lambda s: jpegfreq.cube(s, "6S", geometry=_GEOM, max_pixels=100)),
     ("cube_out", lambda s: jpegfreq.cube(s, "24S", geometry=_GEOM,
                                          out=np.empty((24, 8, 8), np.float32)).copy()),
@@ -114,6 +115,33 @@ def test_no_leak_over_100000_reads(tmp_path):
     elapsed = time.perf_counter() - t0
     assert growth < GROWTH_BOUND, f"RSS grew by {growth / 1e6:.1f} MB over {ROUNDS} reads"
     assert elapsed < 120, f"{elapsed:.0f} s: the leak loop is meant to stay under a minute"
+
+
+def test_batched_file_reads_do_not_leak(tmp_path):
+    """read_sources (the loader's reads): files, byte ranges, missing paths, a folder,
+    damaged and non-JPEG files, bytes among them, over and over."""
+    from jpegfreq.source import FileRange, read_sources
+    items = []
+    for i, (name, data) in enumerate(_inputs()):
+        path = tmp_path / f"{i}.jpg"
+        path.write_bytes(b"pad" + data)
+        items += [FileRange(str(path), 3, len(data), name), FileRange(str(path), 3,
+                  len(data) + 9, name)]
+        path = tmp_path / f"{i}-whole.jpg"
+        path.write_bytes(data)
+        items += [str(path), data]
+    items += [str(tmp_path / "missing.jpg"), str(tmp_path)]
+    rng = random.Random(0)
+
+    def rounds(n):
+        for _ in range(n):
+            read_sources(rng.sample(items, 8))
+    rounds(300)
+    gc.collect()
+    before = _rss()
+    rounds(3000)
+    gc.collect()
+    assert _rss() - before < 8 << 20
 
 
 def test_spatial_path_does_not_leak():
