@@ -125,6 +125,10 @@ def read_source(src, max_pixels: Optional[int] = None) -> Source:
     return _source(name, data, hdr, err, max_pixels)
 
 
+#: paths per read_files call (its limit)
+_PER_CALL = 1024
+
+
 class FileRange(NamedTuple):
     """Bytes ``offset`` .. ``offset + size`` of the file at ``path``, called ``name`` (a tar
     shard's member: jpegfreq.shards hands these to the loader, whose threads read them)."""
@@ -148,7 +152,9 @@ def read_sources(srcs, max_pixels: Optional[int] = None) -> List[Union[Source, J
     at = [i for i, s in enumerate(srcs) if isinstance(s, (str, os.PathLike, FileRange))]
     items = [(srcs[i].path, srcs[i].offset, srcs[i].size) if isinstance(srcs[i], FileRange)
              else os.fspath(srcs[i]) for i in at]
-    for i, (data, hdr, err) in zip(at, _jpegfreq.read_files(items, _limit(max_pixels))):
+    read = [r for k in range(0, len(items), _PER_CALL)
+            for r in _jpegfreq.read_files(items[k:k + _PER_CALL], _limit(max_pixels))]
+    for i, (data, hdr, err) in zip(at, read):
         name = srcs[i].name if isinstance(srcs[i], FileRange) else source_name(srcs[i])
         e = None if err is None else jpeg_error(name, *err)
         try:

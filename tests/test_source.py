@@ -188,6 +188,9 @@ def test_read_sources_is_read_source_for_each_path(tmp_path):
     kinds = [type(g).__name__ for g in got]
     assert kinds.count("Source") == 5      # a, b, the PNG, the odd name, the bytes
     assert got[-3].kind == "io" and "directory" in got[-3].reason
+    # more paths than one C call takes: read in several
+    many = read_sources(paths[:1] * 2500)
+    assert len(many) == 2500 and all(m.header == got[0].header for m in many)
     # the pixel limit holds on the batched read too
     w, h = got[0].size
     lim = read_sources(paths[:1], max_pixels=w * h - 1)[0]
