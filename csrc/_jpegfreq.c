@@ -100,6 +100,7 @@ static PyObject *raise_status(const jf_status *st)
 static jf_decoder *open_input(PyObject *src, long long max_pixels, jf_input *in, jf_status *st)
 {
     jf_decoder *d;
+    PyThreadState *ts;     /* the GIL released: a file to read, or a large buffer */
     int rc;
 
     if (input_parse(src, in) != 0)
@@ -111,15 +112,12 @@ static jf_decoder *open_input(PyObject *src, long long max_pixels, jf_input *in,
         return NULL;
     }
     jf_status_init(st);
-    if (in->path != NULL || in->len > JF_GIL_BYTES) {
-        Py_BEGIN_ALLOW_THREADS
-        rc = input_load(in, st);
-        if (rc == 0)
-            rc = jf_open(d, in->data, in->len, max_pixels, st);
-        Py_END_ALLOW_THREADS
-    } else {
+    ts = in->path != NULL || in->len > JF_GIL_BYTES ? PyEval_SaveThread() : NULL;
+    rc = input_load(in, st);
+    if (rc == 0)
         rc = jf_open(d, in->data, in->len, max_pixels, st);
-    }
+    if (ts)
+        PyEval_RestoreThread(ts);
     if (rc != 0) {
         input_release(in);
         free(d);
@@ -256,10 +254,10 @@ typedef struct {
 } jf_file_job;
 
 /* Each path's bytes (or a byte range's: a shard's member) and header for a
- * loader's worker: the opens and reads and
- * the header parses of all of them in two GIL-free passes (open + size, then
- * read + parse, the bytes objects made between them), where read_header on
- * each path would release and take back the GIL several times per file.
+ * loader's worker: the opens, reads and header parses of all of them in two
+ * GIL-free passes (open + size, then read + parse, the bytes objects made
+ * between them), where read_header on each path would release and take back
+ * the GIL several times per file.
  * Returns [(data or None, header dict or None, (kind, message) or None)]:
  * (None, None, err) when the file could not be read, (data, None, err) when
  * its header could not be parsed (the caller decides: a damaged JPEG, or some
@@ -292,15 +290,15 @@ static PyObject *py_read_files(PyObject *self, PyObject *args)
         Py_DECREF(seq);
         return PyErr_NoMemory();
     }
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < n; i++) {   /* all of them first: the clean-up reads every fd */
         jobs[i].fd = -1;
+        jobs[i].offset = -1;
         jf_status_init(&jobs[i].st);
     }
     for (i = 0; i < n; i++) {
         /* a path: str (any name os.listdir returns), bytes or os.PathLike; or a byte range
          * of one, (path, offset, size) */
         PyObject *p = PySequence_Fast_GET_ITEM(seq, i);
-        jobs[i].offset = -1;
         if (PyTuple_Check(p)) {
             PyObject *path;
             if (!PyArg_ParseTuple(p, "OLL;a byte range is (path, offset, size)", &path,

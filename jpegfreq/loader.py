@@ -539,7 +539,7 @@ class JpegLoader:
                 labels[row] = label
                 indices[row] = index
             # tasks of a few samples each: a worker reads a task's files in one call
-            step = max(1, min(_TASK, -(-len(chunk) // self.threads)))
+            step = min(_TASK, -(-len(chunk) // self.threads))
             for r in range(0, len(chunk), step):
                 part = chunk[r:r + step]
                 self._queue.put((batch, range(r, r + len(part)), [i for i, _, _, _ in part],

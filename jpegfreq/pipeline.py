@@ -186,11 +186,11 @@ def cube(src, channels="24S", size: Optional[int] = None, source: str = "jpeg-co
         name, arg = src.name, src.data
     else:
         name, arg = source_name(src), os.fspath(src) if isinstance(src, os.PathLike) else src
-    direct = None
-    if req is cs:     # the C call writes the caller's array, or a new one, in dt itself
-        direct = out if out is not None and out.flags.c_contiguous else \
-            np.empty((cs.count, geometry.out_h // 8, geometry.out_w // 8), dt) \
-            if out is None and dt != np.float32 else None
+    direct = None     # the array the C call writes in dt itself: the caller's, or a new one
+    if req is cs and out is not None:
+        direct = out if out.flags.c_contiguous else None
+    elif req is cs and dt != np.float32:
+        direct = np.empty((cs.count, geometry.out_h // 8, geometry.out_w // 8), dt)
     try:
         res, warns, extent = _jpegfreq.cube(
             arg, req.component_of, req.k, geometry.out_h, geometry.out_w, scale, offset,

@@ -89,6 +89,13 @@ def _index_path(url: str) -> Optional[str]:
     return (m.group(1) if m else os.path.splitext(url)[0]) + "-classes.json"
 
 
+def _key_suffix(member: str):
+    """(sample key, lower-case suffix) of a member name: "a/0001.jpg" -> ("a/0001", "jpg")."""
+    base = member.rsplit("/", 1)[-1]
+    stem, _, suffix = base.partition(".")
+    return member[:len(member) - len(base)] + stem, suffix.lower()
+
+
 def sample_index(key: str) -> int:
     """The per-sample generator index of a key: the number a shard writer gave it, else a
     stable hash of the key."""
@@ -146,8 +153,7 @@ def _members(url: str, f, seekable: bool):
                 raise tarfile.ReadError(f"member {m.name} is cut short "
                                         f"({max(0, file_size - m.offset_data)} of {m.size} "
                                         "bytes)")
-            if seekable and m.name.rsplit("/", 1)[-1].partition(".")[2].lower() in \
-                    _IMAGE_SUFFIXES:
+            if seekable and _key_suffix(m.name)[1] in _IMAGE_SUFFIXES:
                 yield m.name, m.size, FileRange(url, m.offset_data, m.size, f"{url}:{m.name}")
                 f.seek(end)
                 continue
@@ -220,9 +226,7 @@ def read_shard(url: str, skipped: list, num_classes: Optional[int] = None):
         try:
             seekable = proc is None and not _compressed(f)
             for mname, size, data in _members(url, f, seekable):
-                base = mname.rsplit("/", 1)[-1]
-                stem, _, suffix = base.partition(".")
-                k = mname[:len(mname) - len(base)] + stem
+                k, suffix = _key_suffix(mname)
                 if k != key:
                     s = finish()
                     if s is not None:
@@ -231,7 +235,7 @@ def read_shard(url: str, skipped: list, num_classes: Optional[int] = None):
                 if data is None:
                     skipped.append((f"{url}:{mname}", f"member of {size} bytes exceeds "
                                                       f"the limit of {MAX_MEMBER_BYTES}"))
-                parts[suffix.lower()] = data      # None: the sample is skipped
+                parts[suffix] = data      # None: the sample is skipped
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
             broken = f"unreadable tar stream after {count} samples: {type(e).__name__}: {e}"
             if "cls" not in parts or not any(x in parts for x in _IMAGE_SUFFIXES):
